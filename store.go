@@ -3,6 +3,7 @@ package kap
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strconv"
@@ -421,8 +422,16 @@ func ValidateRecord(rec StoredRecord) error {
 		return Errorf(EINVALID, "contentHash is required")
 	}
 	for i, r := range rec.Resources {
-		if r.Type == "" || r.Value == "" {
-			return Errorf(EINVALID, "resources[%d]: type and value are required", i)
+		if err := ValidateName(fmt.Sprintf("resources[%d].type", i), r.Type); err != nil {
+			return err
+		}
+		if err := ValidateID(fmt.Sprintf("resources[%d].value", i), r.Value); err != nil {
+			return err
+		}
+		if r.System != "" {
+			if err := ValidateID(fmt.Sprintf("resources[%d].system", i), r.System); err != nil {
+				return err
+			}
 		}
 	}
 	return nil
