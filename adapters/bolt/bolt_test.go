@@ -1,0 +1,31 @@
+package bolt_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	kap "github.com/kapbridge/kap"
+	"github.com/kapbridge/kap/adapters/bolt"
+	"github.com/kapbridge/kap/adapters/storetest"
+)
+
+func factory(t testing.TB, cfg storetest.Config) kap.Store {
+	s, err := bolt.Open(filepath.Join(t.TempDir(), "kap.db"), bolt.Options{Now: cfg.Now, LeaseTTL: cfg.LeaseTTL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestRecordStore(t *testing.T) { storetest.RunRecordStore(t, factory) }
+func TestOutbox(t *testing.T)      { storetest.RunOutbox(t, factory) }
+func TestLedger(t *testing.T)      { storetest.RunLedger(t, factory) }
+func TestCache(t *testing.T)       { storetest.RunCache(t, factory) }
+func TestIdempotency(t *testing.T) { storetest.RunIdempotency(t, factory) }
+func TestRateLimit(t *testing.T)   { storetest.RunRateLimit(t, factory) }
+
+var _ = context.Background
+var _ = time.Second
