@@ -119,6 +119,9 @@ func (c *Codec) Unmarshal(data []byte) (*bcrpb.ContainedResource, error) {
 	if !ok {
 		return nil, &kap.Error{Code: kap.EINTERNAL, Message: "unexpected message type"}
 	}
+	if issues := c.caseCheck(data, cr); len(issues) > 0 {
+		return nil, &kap.Error{Code: kap.EINVALID, Message: "invalid FHIR JSON", Issues: issues}
+	}
 	if len(rep.issues) > 0 {
 		return cr, &kap.Error{Code: kap.EINVALID, Message: "invalid FHIR resource", Issues: rep.issues}
 	}
@@ -268,4 +271,51 @@ func joinPath(base, key string) string {
 		return key
 	}
 	return base + "." + key
+}
+
+// caseCheck finds field names google/fhir matched case-insensitively: it
+// re-marshals the parsed resource and reports every input key whose exact
+// spelling is absent where a key differing only in case is present.
+func (c *Codec) caseCheck(data []byte, cr *bcrpb.ContainedResource) []kap.Issue {
+	out, err := c.m.Marshal(cr)
+	if err != nil {
+		return nil
+	}
+	var in, canon any
+	if json.Unmarshal(data, &in) != nil || json.Unmarshal(out, &canon) != nil {
+		return nil
+	}
+	var issues []kap.Issue
+	var walk func(path string, a, b any)
+	walk = func(path string, a, b any) {
+		switch av := a.(type) {
+		case map[string]any:
+			bv, ok := b.(map[string]any)
+			if !ok {
+				return
+			}
+			for k, x := range av {
+				if y, ok := bv[k]; ok {
+					walk(joinPath(path, k), x, y)
+					continue
+				}
+				for bk := range bv {
+					if strings.EqualFold(bk, k) {
+						issues = append(issues, kap.Issue{Path: joinPath(path, k),
+							Reason: fmt.Sprintf("unknown field: FHIR names are case-sensitive (did you mean %q?)", bk)})
+					}
+				}
+			}
+		case []any:
+			bv, ok := b.([]any)
+			if !ok || len(bv) != len(av) {
+				return
+			}
+			for i := range av {
+				walk(fmt.Sprintf("%s[%d]", path, i), av[i], bv[i])
+			}
+		}
+	}
+	walk("", in, canon)
+	return issues
 }

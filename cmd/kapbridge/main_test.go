@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func run(t *testing.T, stdin string, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = Run(context.Background(), args, strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+const client = `{"kind":"Client","id":"c-test-1","name":{"family":"Testperson","given":["Alex"]},
+ "birthDate":"1985-04-12","gender":"female","phone":"555-0100",
+ "contacts":[{"name":{"family":"Testescort"},"relationship":"spouse","roles":["escort","emergency"],"phone":"555-0101"}]}`
+
+func TestMapClient(t *testing.T) {
+	code, out, errs := run(t, client, "map", "--tenant", "demo", "-")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var b struct {
+		ResourceType string `json:"resourceType"`
+		Type         string `json:"type"`
+		Entry        []struct {
+			Resource struct {
+				ResourceType string `json:"resourceType"`
+			} `json:"resource"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal([]byte(out), &b); err != nil {
+		t.Fatalf("output is not JSON: %v", err)
+	}
+	if b.ResourceType != "Bundle" || b.Type != "transaction" || len(b.Entry) != 2 ||
+		b.Entry[0].Resource.ResourceType != "Patient" || b.Entry[1].Resource.ResourceType != "Provenance" {
+		t.Fatalf("unexpected Bundle: %+v", b)
+	}
+}
+
+func TestMapInvalidRecordNamesField(t *testing.T) {
+	bad := strings.Replace(client, `"gender":"female"`, `"gender":"f"`, 1)
+	code, _, errs := run(t, bad, "map", "-")
+	if code != 1 || !strings.Contains(errs, "gender: must be one of male, female, other, unknown") {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+}
+
+// outcome runs validate and returns the exit code and the OperationOutcome
+// issues as (severity, expression, diagnostics).
+func outcome(t *testing.T, input string) (int, []map[string]any) {
+	t.Helper()
+	code, out, errs := run(t, input, "validate", "-")
+	var oo struct {
+		ResourceType string           `json:"resourceType"`
+		Issue        []map[string]any `json:"issue"`
+	}
+	if err := json.Unmarshal([]byte(out), &oo); err != nil || oo.ResourceType != "OperationOutcome" {
+		t.Fatalf("validate printed no OperationOutcome (exit %d): %q %q", code, out, errs)
+	}
+	return code, oo.Issue
+}
+
+func hasIssue(issues []map[string]any, expr, diag string) bool {
+	for _, is := range issues {
+		e, _ := is["expression"].([]any)
+		d, _ := is["diagnostics"].(string)
+		if (expr == "" || (len(e) > 0 && e[0] == expr)) && strings.Contains(d, diag) {
+			return true
+		}
+	}
+	return false
+}
+
+func TestValidate(t *testing.T) {
+	tests := []struct {
+		name, input string
+		code        int
+		expr, diag  string
+	}{
+		{"valid record", client, 0, "", "no errors"},
+		{"domain error", strings.Replace(client, `"birthDate":"1985-04-12"`, `"birthDate":"1985-13-40"`, 1), 1, "birthDate", "must be a date"},
+		{"unknown field", strings.Replace(client, `"gender"`, `"sex":"x","gender"`, 1), 1, "sex", "unknown field"},
+		{"wrong type", strings.Replace(client, `"phone":"555-0100"`, `"phone":5550100`, 1), 1, "phone", "must be a string"},
+		{"malformed", `{"kind":"Client",`, 1, "", "malformed JSON"},
+		{"neither", `{"a":1}`, 1, "", "neither"},
+		{"fhir ok", `{"resourceType":"Patient","id":"p1","gender":"male"}`, 0, "", "no errors"},
+		{"fhir missing status", `{"resourceType":"Observation","code":{"text":"x"}}`, 1, "", "status"},
+		{"fhir duplicate key", `{"resourceType":"Patient","gender":"male","gender":"female"}`, 1, "gender", "duplicate key"},
+		{"fhir case variant", `{"resourceType":"Patient","Gender":"male"}`, 1, "", ""},
+		{"fhir empty object", `{"resourceType":"Patient","text":{}}`, 1, "text", "empty object"},
+		{"empty input", ``, 1, "", "malformed"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			code, issues := outcome(t, tc.input)
+			if code != tc.code {
+				t.Fatalf("exit %d, want %d; issues %v", code, tc.code, issues)
+			}
+			if !hasIssue(issues, tc.expr, tc.diag) {
+				t.Fatalf("no issue with expression %q and diagnostics %q in %v", tc.expr, tc.diag, issues)
+			}
+		})
+	}
+}
+
+// TestValidateNeverPanics feeds every prefix of a record and of a FHIR
+// resource to validate.
+func TestValidateNeverPanics(t *testing.T) {
+	inputs := []string{client, `{"resourceType":"Observation","status":"final","code":{"text":"x"},"valueQuantity":{"value":1}}`}
+	for _, in := range inputs {
+		for i := 0; i < len(in); i++ {
+			code, _, _ := run(t, in[:i], "validate", "-")
+			if code != 1 {
+				t.Fatalf("prefix %d of %q: exit %d, want 1", i, in, code)
+			}
+		}
+	}
+}
+
+func TestValidateSpecExamples(t *testing.T) {
+	files, _ := filepath.Glob("../../../shared/corpora/r4-spec-examples/Patient-*.json")
+	if len(files) == 0 {
+		t.Skip("shared/corpora not beside the checkout")
+	}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if code, issues := outcome(t, string(data)); code != 0 {
+			t.Errorf("%s: exit %d: %v", filepath.Base(f), code, issues)
+		}
+	}
+}
+
+func TestUsage(t *testing.T) {
+	if code, _, _ := run(t, "", "nope"); code != 2 {
+		t.Fatalf("unknown command: exit %d", code)
+	}
+	if code, _, _ := run(t, "", "map"); code != 2 {
+		t.Fatalf("map without file: exit %d", code)
+	}
+	if code, _, errs := run(t, "", "map", "/nonexistent.json"); code != 2 || !strings.Contains(errs, "no such file") {
+		t.Fatalf("missing file: exit %d %q", code, errs)
+	}
+}
