@@ -96,6 +96,8 @@ type Validators struct {
 	// Node is the node executable; Args are put before the script.
 	Node string
 	Args []string
+	// ScriptArgs are extra options for validate.mjs (e.g. "--slow-profiles").
+	ScriptArgs []string
 }
 
 // FindValidators locates conformance/node (dir, or if empty: $KAPBRIDGE_CONFORMANCE_NODE_DIR,
@@ -190,6 +192,7 @@ func (v *Validators) RunNDJSON(ctx context.Context, r io.Reader, profilesDir str
 func (v *Validators) run(ctx context.Context, paths []string, profilesDir string, stdin io.Reader) (Report, error) {
 	args := append([]string{}, v.Args...)
 	args = append(args, filepath.Join(v.Dir, "validate.mjs"))
+	args = append(args, v.ScriptArgs...)
 	if profilesDir != "" {
 		a, err := filepath.Abs(profilesDir)
 		if err != nil {

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/kapbridge/kap/conformance"
 )
 
@@ -60,6 +62,7 @@ func profilesDir(t testing.TB) string {
 // TestExternalValidatorsGolden runs both third-party validators over every
 // golden FHIR file in testdata/fhir; any error fails the test.
 func TestExternalValidatorsGolden(t *testing.T) {
+	t.Parallel()
 	v := validators(t)
 	dir := filepath.Join(moduleRoot(t), "testdata", "fhir")
 	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
@@ -89,6 +92,7 @@ type wantErr struct {
 // TestExternalValidatorsCatchBrokenFixtures proves the harness reports what
 // each validator must catch, with file, entry and path.
 func TestExternalValidatorsCatchBrokenFixtures(t *testing.T) {
+	t.Parallel()
 	v := validators(t)
 	broken := filepath.Join("testdata", "broken")
 	rep, err := v.Run(ctxFor(t), []string{broken}, filepath.Join("testdata", "profiles"))
@@ -172,6 +176,7 @@ func hasError(rep conformance.Report, w wantErr) bool {
 // TestExternalValidatorsAcceptValid guards against false positives: a
 // valid transaction Bundle declaring US Core and FHIR vital-signs profiles.
 func TestExternalValidatorsAcceptValid(t *testing.T) {
+	t.Parallel()
 	v := validators(t)
 	rep, err := v.Run(ctxFor(t), []string{filepath.Join("testdata", "good")}, filepath.Join("testdata", "profiles"))
 	if err != nil {
@@ -197,6 +202,7 @@ func TestExternalValidatorsAcceptValid(t *testing.T) {
 // TestExternalValidatorsProfileWithoutSnapshot: an extra profile Medplum
 // cannot use is an error, not silently ignored.
 func TestExternalValidatorsProfileWithoutSnapshot(t *testing.T) {
+	t.Parallel()
 	v := validators(t)
 	rep, err := v.Run(ctxFor(t), []string{filepath.Join("testdata", "good")}, filepath.Join("testdata", "profiles-bad"))
 	if err != nil {
@@ -208,6 +214,7 @@ func TestExternalValidatorsProfileWithoutSnapshot(t *testing.T) {
 }
 
 func TestExternalValidatorsNDJSON(t *testing.T) {
+	t.Parallel()
 	v := validators(t)
 	good, err := os.ReadFile(filepath.Join("testdata", "good", "uscore-bundle.json"))
 	if err != nil {
@@ -249,7 +256,33 @@ func TestExternalValidatorsNDJSON(t *testing.T) {
 	}
 }
 
+// TestExternalValidatorsProfileFastPath: validate.mjs parses each profile
+// once and swaps it in for the base type; it must report exactly what
+// Medplum's own validateResource(r, {profile}) reports.
+func TestExternalValidatorsProfileFastPath(t *testing.T) {
+	t.Parallel()
+	v := validators(t)
+	paths := []string{filepath.Join("testdata", "broken"), filepath.Join("testdata", "good")}
+	fast, err := v.Run(ctxFor(t), paths, filepath.Join("testdata", "profiles"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	slowV := *v
+	slowV.ScriptArgs = []string{"--slow-profiles"}
+	slow, err := slowV.Run(ctxFor(t), paths, filepath.Join("testdata", "profiles"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(fast.ProfilesChecked) < 4 {
+		t.Fatalf("too few profiles exercised: %v", fast.ProfilesChecked)
+	}
+	if d := cmp.Diff(slow, fast); d != "" {
+		t.Errorf("fast profile path differs from validateResource(r, {profile}) (-slow +fast):\n%s", d)
+	}
+}
+
 func TestRunExternalValidatorsUsageError(t *testing.T) {
+	t.Parallel()
 	v := validators(t)
 	_, err := v.Run(ctxFor(t), []string{filepath.Join(t.TempDir(), "does-not-exist.json")}, "")
 	if err == nil || !strings.Contains(err.Error(), "no such file") {
