@@ -299,6 +299,13 @@ func (r *Recorder) Delivered() int {
 	return r.delivered
 }
 
+// Count returns how many times the message id was delivered.
+func (r *Recorder) Count(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.got[id]
+}
+
 // Check fails t unless every message of want was delivered exactly once, in
 // enqueue order per client, with no overlapping deliveries of a client.
 func (r *Recorder) Check(t testing.TB, want []kap.OutboxMessage) {
