@@ -1,10 +1,8 @@
 package bolt_test
 
 import (
-	"context"
 	"path/filepath"
 	"testing"
-	"time"
 
 	kap "github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/adapters/bolt"
@@ -27,5 +25,6 @@ func TestCache(t *testing.T)       { storetest.RunCache(t, factory) }
 func TestIdempotency(t *testing.T) { storetest.RunIdempotency(t, factory) }
 func TestRateLimit(t *testing.T)   { storetest.RunRateLimit(t, factory) }
 
-var _ = context.Background
-var _ = time.Second
+func BenchmarkEnqueue(b *testing.B)  { storetest.BenchEnqueue(b, factory) }
+func BenchmarkPut(b *testing.B)      { storetest.BenchPut(b, factory) }
+func BenchmarkLeaseAck(b *testing.B) { storetest.BenchLeaseAck(b, factory) }
