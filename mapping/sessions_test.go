@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -282,5 +281,55 @@ func TestIntegrationShapes(t *testing.T) {
 	if !strings.Contains(proc, `"90853"`) || !strings.Contains(proc, `"valueInteger":90`) {
 		t.Errorf("group psychotherapy Procedure: %s", proc)
 	}
-	_ = time.Second
+}
+
+// TestSessionBundlesShape: the invariants of TestBundleShape and
+// TestSameRecordSameBundle for the records above (independent of
+// testdata/kap): deterministic, unique fullUrls, every internal reference
+// resolves, every entry a conditional PUT on its own identifier.
+func TestSessionBundlesShape(t *testing.T) {
+	m := newMapper(t)
+	for name, rec := range sessionRecords() {
+		t.Run(name, func(t *testing.T) {
+			a, err := m.MapJSON(rec, mapping.MapInput{Version: 2})
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := m.MapJSON(rec, mapping.MapInput{Version: 2})
+			if string(a) != string(b) {
+				t.Fatal("two mappings of the same record differ")
+			}
+			var bundle struct {
+				Entry []struct {
+					FullURL  string         `json:"fullUrl"`
+					Resource map[string]any `json:"resource"`
+					Request  struct{ Method, URL string }
+				} `json:"entry"`
+			}
+			if err := json.Unmarshal(a, &bundle); err != nil {
+				t.Fatal(err)
+			}
+			seen := map[string]bool{}
+			for i, e := range bundle.Entry {
+				if seen[e.FullURL] {
+					t.Errorf("entry %d: duplicate fullUrl", i)
+				}
+				seen[e.FullURL] = true
+				rt := e.Resource["resourceType"].(string)
+				if rt == "Provenance" {
+					continue
+				}
+				ids := js(e.Resource["identifier"])
+				_, val, _ := strings.Cut(e.Request.URL, "|")
+				if e.Request.Method != "PUT" || !strings.HasPrefix(e.Request.URL, rt+"?identifier=") || !strings.Contains(ids, `"`+val+`"`) {
+					t.Errorf("entry %d: %s %s does not match identifier %s", i, e.Request.Method, e.Request.URL, ids)
+				}
+			}
+			for _, ref := range urnRefs(a) {
+				if !seen[ref] {
+					t.Errorf("reference %s resolves to no entry", ref)
+				}
+			}
+		})
+	}
 }
