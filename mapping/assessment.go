@@ -138,5 +138,5 @@ func (ix *index) assessment() (kap.Record, error) {
 	if q := o.GetValue().GetQuantity(); q != nil {
 		a.Total = int(fhir.DecimalValue(q.GetValue()))
 	}
-	return a, nil
+	return kapReversed(a)
 }

@@ -659,7 +659,7 @@ func (ix *index) dosing() (kap.Record, error) {
 		}
 		s.AdverseEvents = append(s.AdverseEvents, ae)
 	}
-	return s, nil
+	return kapReversed(s)
 }
 
 type kapNumbered struct {

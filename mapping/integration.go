@@ -72,5 +72,15 @@ func (ix *index) integration() (kap.Record, error) {
 		return nil, kap.Errorf(kap.EINVALID, "the Bundle has no psychotherapy Procedure for integration session %s", ix.id)
 	}
 	s.Minutes = kapMinutes(p)
-	return s, nil
+	return kapReversed(s)
+}
+
+// kapReversed validates a record rebuilt from a Bundle: a Bundle altered
+// after mapping (a lost component, an unknown code) gives the record's own
+// validation error, naming the field, instead of a silently wrong record.
+func kapReversed(r kap.Record) (kap.Record, error) {
+	if err := r.Validate(); err != nil {
+		return nil, err
+	}
+	return r, nil
 }

@@ -333,3 +333,33 @@ func TestSessionBundlesShape(t *testing.T) {
 		})
 	}
 }
+
+// TestReverseRefusesTamperedBundle: a Bundle whose BP Observation lost its
+// diastolic component no longer reverses to a valid record; the error names
+// the field.
+func TestReverseRefusesTamperedBundle(t *testing.T) {
+	m := newMapper(t)
+	data, err := m.MapJSON(minimalDosing(), mapping.MapInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cr, err := m.Codec().Unmarshal(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tampered := 0
+	for _, e := range cr.GetBundle().GetEntry() {
+		o := e.GetResource().GetObservation()
+		if o != nil && len(o.GetComponent()) == 2 && strings.Contains(js(o.GetCode().GetCoding()[0].GetCode().GetValue()), "85354-9") {
+			o.Component = o.Component[:1]
+			tampered++
+		}
+	}
+	if tampered != 1 {
+		t.Fatalf("tampered %d BP Observations, want 1", tampered)
+	}
+	_, err = m.Reverse(cr.GetBundle())
+	if kap.ErrorCode(err) != kap.EINVALID || !strings.Contains(js(kap.ErrorIssues(err)), "vitals[0]") {
+		t.Fatalf("got %v, want EINVALID naming vitals[0]", err)
+	}
+}
