@@ -100,6 +100,9 @@ func DecodeRecord(data []byte) (Record, error) {
 	if dec.More() {
 		return nil, invalid(Issue{Reason: "unexpected data after the record's JSON object"})
 	}
+	if n, ok := rec.(interface{ normalize() }); ok {
+		n.normalize()
+	}
 	if err := rec.Validate(); err != nil {
 		return nil, err
 	}

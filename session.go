@@ -133,6 +133,22 @@ func (s *DosingSession) AdverseEventID(i int) string {
 	return fmt.Sprintf("ae%d", i+1)
 }
 
+// normalize clears ids equal to their positional default ("a1", "ae2"), so
+// a record that spells out the default and one that leaves it out are the
+// same record.
+func (s *DosingSession) normalize() {
+	for i := range s.Administrations {
+		if s.Administrations[i].ID == fmt.Sprintf("a%d", i+1) {
+			s.Administrations[i].ID = ""
+		}
+	}
+	for i := range s.AdverseEvents {
+		if s.AdverseEvents[i].ID == fmt.Sprintf("ae%d", i+1) {
+			s.AdverseEvents[i].ID = ""
+		}
+	}
+}
+
 func (s *DosingSession) RecordKind() Kind       { return KindDosingSession }
 func (s *DosingSession) RecordID() string       { return s.ID }
 func (s *DosingSession) RecordClientID() string { return s.ClientID }
