@@ -77,11 +77,17 @@ const (
 	ProfileUSCorePulseOximetry     = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-pulse-oximetry"
 	ProfileVitalSigns              = "http://hl7.org/fhir/StructureDefinition/vitalsigns"
 	ProfileBP                      = "http://hl7.org/fhir/StructureDefinition/bp"
-	ProfileHeartRate               = "http://hl7.org/fhir/StructureDefinition/heartrate"
-	ProfileRespRate                = "http://hl7.org/fhir/StructureDefinition/resprate"
-	ProfileOxygenSat               = "http://hl7.org/fhir/StructureDefinition/oxygensat"
-	ProfileBodyTemp                = "http://hl7.org/fhir/StructureDefinition/bodytemp"
-	ProfileBodyWeight              = "http://hl7.org/fhir/StructureDefinition/bodyweight"
+	// ProfileUSCoreBloodPressure (US Core 4+, codes.md §1a) is what our BP
+	// Observations declare instead of the R4 bp profile: Medplum's
+	// validator cannot evaluate bp's nested component slices (it rejects
+	// the HL7 spec's own Observation-blood-pressure example), while it does
+	// check us-core-blood-pressure, whose constraints our BP meets.
+	ProfileUSCoreBloodPressure = "http://hl7.org/fhir/us/core/StructureDefinition/us-core-blood-pressure"
+	ProfileHeartRate           = "http://hl7.org/fhir/StructureDefinition/heartrate"
+	ProfileRespRate            = "http://hl7.org/fhir/StructureDefinition/resprate"
+	ProfileOxygenSat           = "http://hl7.org/fhir/StructureDefinition/oxygensat"
+	ProfileBodyTemp            = "http://hl7.org/fhir/StructureDefinition/bodytemp"
+	ProfileBodyWeight          = "http://hl7.org/fhir/StructureDefinition/bodyweight"
 )
 
 // LOINC codes (codes.md §1b, §2; all VERIFIED).

@@ -269,7 +269,7 @@ func (b *builder) dosing(s *kap.DosingSession) error {
 			return o
 		}
 		if v.Systolic != 0 {
-			o := vital("bp", []string{fhir.ProfileBP}, kapLOINC(fhir.LOINCBloodPressure), nil)
+			o := vital("bp", []string{fhir.ProfileUSCoreBloodPressure}, kapLOINC(fhir.LOINCBloodPressure), nil)
 			o.Component = []*obspb.Observation_Component{
 				{Code: kapLOINC(fhir.LOINCSystolic), Value: kapCompQuantity(fhir.Quantity(v.Systolic, "mmHg", "mm[Hg]"))},
 				{Code: kapLOINC(fhir.LOINCDiastolic), Value: kapCompQuantity(fhir.Quantity(v.Diastolic, "mmHg", "mm[Hg]"))},
