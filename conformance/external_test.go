@@ -121,6 +121,9 @@ func TestExternalValidatorsCatchBrokenFixtures(t *testing.T) {
 		{file: "uscore-bp-missing-loinc.json", validator: "medplum-profile", path: "Observation.code", entry: -1, profile: usBP},
 		// FHIR core vital-signs profile: the required LOINC 2708-6 slice.
 		{file: "uscore-pulse-ox-missing-coding.json", validator: "medplum-profile", path: "Observation.code.coding", entry: -1, profile: "http://hl7.org/fhir/StructureDefinition/oxygensat"},
+		// FHIR core bp profile (slicing rewritten by validate.mjs, which
+		// Medplum otherwise fails on every correct blood pressure).
+		{file: "r4-bp-missing-systolic.json", validator: "medplum-profile", path: "Observation.component", entry: -1, profile: "http://hl7.org/fhir/StructureDefinition/bp"},
 		// A Bundle: the entry's own error carries the entry index; the
 		// Bundle's invariant bdl-3 (request mandatory in a transaction).
 		{file: "transaction-bundle-broken-entry.json", validator: "medplum", path: "Observation.status", entry: 1},

