@@ -269,7 +269,7 @@ func TestCodeSystemKAPCoversMapping(t *testing.T) {
 	}
 	var docs []string
 	for _, g := range []string{
-		filepath.Join(moduleRoot(t), "testdata", "fhir", "*.json"),
+		filepath.Join(goldenDir(t), "*.json"),
 		filepath.Join("testdata", "kap-good", "*.json"),
 	} {
 		m, _ := filepath.Glob(g)

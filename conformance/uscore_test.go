@@ -231,11 +231,12 @@ func TestCheckKAPDeclarationsCatchesBroken(t *testing.T) {
 	}
 }
 
-// TestCheckUSCoreGolden: the mapping's golden Bundles (testdata/fhir) meet
-// the US Core requirements and declare the KAP profiles.
+// TestCheckUSCoreGolden: the mapping's golden Bundles (testdata/fhir, or
+// $KAPBRIDGE_FHIR_DIR) meet the US Core requirements and declare the KAP
+// profiles.
 func TestCheckUSCoreGolden(t *testing.T) {
 	t.Parallel()
-	files, _ := filepath.Glob(filepath.Join(moduleRoot(t), "testdata", "fhir", "*.json"))
+	files, _ := filepath.Glob(filepath.Join(goldenDir(t), "*.json"))
 	if len(files) == 0 {
 		t.Skip("no golden FHIR output yet (testdata/fhir/*.json)")
 	}
