@@ -1,0 +1,199 @@
+package redis_test
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"sync"
+	"testing"
+	"time"
+
+	kap "github.com/kapbridge/kap"
+	kapredis "github.com/kapbridge/kap/adapters/redis"
+	"github.com/kapbridge/kap/adapters/redis/redistest"
+	"github.com/kapbridge/kap/adapters/storetest"
+	goredis "github.com/redis/go-redis/v9"
+)
+
+func fnvMod10(s string) uint32 {
+	h := fnv.New32a()
+	h.Write([]byte(s))
+	return h.Sum32() % 10
+}
+
+// clusterClient returns a UniversalClient on the cluster's addresses; with
+// several addresses it is a *goredis.ClusterClient.
+func clusterClient(t testing.TB, addrs []string) goredis.UniversalClient {
+	t.Helper()
+	c := goredis.NewUniversalClient(&goredis.UniversalOptions{Addrs: addrs})
+	if _, ok := c.(*goredis.ClusterClient); !ok {
+		t.Fatalf("NewUniversalClient with %d addresses returned %T, want *redis.ClusterClient", len(addrs), c)
+	}
+	return c
+}
+
+// TestClusterContract runs the whole store contract against a real Redis
+// Cluster of 3 masters and 3 replicas, through a ClusterClient. Every test
+// of the suite uses its own tenants, so their keys land on different slots
+// and nodes; the test checks that they did.
+func TestClusterContract(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Redis Cluster test skipped under -short")
+	}
+	start := time.Now()
+	cl := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3, Replicas: 1})
+	t.Logf("cluster of %d nodes up in %v", len(cl.Nodes), time.Since(start).Round(time.Millisecond))
+	factory := func(t testing.TB, cfg storetest.Config) kap.Store {
+		c := clusterClient(t, cl.Addrs())
+		t.Cleanup(func() { c.Close() })
+		return kapredis.New(c, kapredis.Options{Now: cfg.Now, LeaseTTL: cfg.LeaseTTL})
+	}
+	suite := time.Now()
+	storetest.RunAll(t, factory)
+	t.Logf("contract suite on the cluster: %v", time.Since(suite).Round(time.Millisecond))
+
+	// The suite's tenants must have been spread over the masters: count
+	// the keys of each master.
+	c := clusterClient(t, cl.Addrs())
+	defer c.Close()
+	cc := c.(*goredis.ClusterClient)
+	var mu sync.Mutex
+	perMaster := map[string]int64{}
+	err := cc.ForEachMaster(context.Background(), func(ctx context.Context, m *goredis.Client) error {
+		n, err := m.DBSize(ctx).Result()
+		mu.Lock()
+		perMaster[m.Options().Addr] = n
+		mu.Unlock()
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, n := range perMaster {
+		if n == 0 {
+			t.Errorf("master %s holds no keys: tenants did not spread over the slots (%v)", addr, perMaster)
+		}
+	}
+	if len(perMaster) != 3 {
+		t.Errorf("%d masters, want 3", len(perMaster))
+	}
+	t.Logf("keys per master: %v", perMaster)
+}
+
+// TestClusterTwoGateways runs two gateways (separate ClusterClients, stores
+// and worker pools) on one Redis Cluster: 2,000 records over 5 tenants (so 5
+// hash slots) queued for one target while both pools deliver; one delivery
+// in ten fails once and is retried. Every record must arrive exactly once,
+// in order per client, never two of one client at the same time.
+func TestClusterTwoGateways(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Redis Cluster test skipped under -short")
+	}
+	const total, tenants, clients = 2000, 5, 40
+	cl := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3})
+	ctx := context.Background()
+	tg := storetest.Uniq("ehr")
+	var tens [tenants]string
+	for i := range tens {
+		tens[i] = storetest.Uniq("clinic")
+	}
+	var gws [2]*kapredis.Store
+	for i := range gws {
+		c := clusterClient(t, cl.Addrs())
+		defer c.Close()
+		gws[i] = kapredis.New(c, kapredis.Options{LeaseTTL: 5 * time.Second, Consumer: fmt.Sprintf("gw%d", i)})
+	}
+
+	// Client k of a tenant is written by gateway k%2 only, so put order is
+	// the order each client's messages must be delivered in.
+	want := make([][]kap.OutboxMessage, 2)
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	start := time.Now()
+	for g := range gws {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := g; i < total; i += 2 {
+				ten := tens[(i/2)%tenants]
+				cn := fmt.Sprintf("c%03d", (i/2/tenants)%(clients/2)*2+g)
+				rec := storetest.Rec(ten, "Observation", fmt.Sprintf("obs-%05d", i), cn, "x", time.Now())
+				r, created, err := gws[g].Records().Put(ctx, rec, kap.PutOptions{Targets: []string{tg}})
+				if err != nil || !created {
+					errs <- fmt.Errorf("put %d: created=%v %v", i, created, err)
+					return
+				}
+				want[g] = append(want[g], kap.MessageFor(r, tg, time.Now()))
+			}
+		}()
+	}
+
+	rec := storetest.NewRecorder()
+	var retried sync.Map
+	dctx, cancel := context.WithTimeout(ctx, 120*time.Second)
+	defer cancel()
+	var workers sync.WaitGroup
+	for g := range gws {
+		for w := 0; w < 4; w++ {
+			workers.Add(1)
+			go func() {
+				defer workers.Done()
+				ob := gws[g].Outbox()
+				for dctx.Err() == nil && rec.Delivered() < total {
+					ls, err := ob.Lease(dctx, tg, 8)
+					if err != nil {
+						if dctx.Err() == nil {
+							errs <- err
+						}
+						return
+					}
+					if len(ls) == 0 {
+						time.Sleep(time.Millisecond)
+						continue
+					}
+					for _, l := range ls {
+						if fnvMod10(l.Message.ID) == 0 {
+							if _, done := retried.LoadOrStore(l.Message.ID, true); !done {
+								a := kap.Attempt{At: time.Now(), Status: 503}
+								if err := ob.Retry(dctx, l, time.Now().Add(5*time.Millisecond), a); err != nil {
+									errs <- fmt.Errorf("retry: %w", err)
+									return
+								}
+								continue
+							}
+						}
+						rec.Deliver(l.Message, nil)
+						if err := ob.Ack(dctx, l); err != nil {
+							errs <- fmt.Errorf("ack: %w", err)
+							return
+						}
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	workers.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if rec.Delivered() < total {
+		t.Fatalf("timed out: %d of %d delivered", rec.Delivered(), total)
+	}
+	all := append(want[0], want[1]...)
+	if len(all) != total {
+		t.Fatalf("%d records put, want %d", len(all), total)
+	}
+	rec.Check(t, all)
+	n := 0
+	retried.Range(func(any, any) bool { n++; return true })
+	if n == 0 {
+		t.Fatal("no delivery was retried: the retry path was not exercised")
+	}
+	st, err := gws[0].Outbox().Stats(ctx, tg)
+	if err != nil || st.Depth != 0 {
+		t.Fatalf("after delivery: %+v %v", st, err)
+	}
+	t.Logf("%d records of %d tenants delivered once each by two gateways on a 3-master cluster in %v (%d retried once)", total, tenants, time.Since(start).Round(time.Millisecond), n)
+}
