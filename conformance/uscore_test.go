@@ -262,3 +262,23 @@ func TestCheckUSCoreGolden(t *testing.T) {
 	}
 	t.Logf("%d golden files, %d Bundle entries checked", len(files), n)
 }
+
+// BenchmarkCheckUSCore runs both Go checks over the 20-entry good Bundle.
+func BenchmarkCheckUSCore(b *testing.B) {
+	data, err := os.ReadFile(usCoreGood)
+	if err != nil {
+		b.Fatal(err)
+	}
+	cr, err := fhir.MustCodec().Unmarshal(data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	bundle := cr.GetBundle()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if is := append(conformance.CheckUSCore(bundle), conformance.CheckKAPDeclarations(bundle)...); len(is) != 0 {
+			b.Fatal(is)
+		}
+	}
+	b.ReportMetric(float64(b.N*len(bundle.GetEntry()))/b.Elapsed().Seconds(), "entries/s")
+}
