@@ -151,3 +151,23 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("missing file: exit %d %q", code, errs)
 	}
 }
+
+func TestGenerate(t *testing.T) {
+	dir := t.TempDir()
+	code, _, errs := run(t, "", "generate", "--clients", "3", "--seed", "7", "--out", dir)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "*.json"))
+	if len(files) < 3 {
+		t.Fatalf("only %d files", len(files))
+	}
+	for _, f := range files {
+		if code, _, errs := run(t, "", "validate", f); code != 0 {
+			t.Errorf("%s does not validate: %s", filepath.Base(f), errs)
+		}
+	}
+	if code, _, _ := run(t, "", "generate", "--clients", "3"); code != 2 {
+		t.Errorf("generate without --out: exit %d", code)
+	}
+}
