@@ -197,3 +197,117 @@ func TestClusterTwoGateways(t *testing.T) {
 	}
 	t.Logf("%d records of %d tenants delivered once each by two gateways on a 3-master cluster in %v (%d retried once)", total, tenants, time.Since(start).Round(time.Millisecond), n)
 }
+
+// sentinelClient returns a UniversalClient with MasterName set: a failover
+// client that asks the sentinel for the master.
+func sentinelClient(t testing.TB, s *redistest.Sentinel) goredis.UniversalClient {
+	t.Helper()
+	c := goredis.NewUniversalClient(&goredis.UniversalOptions{Addrs: []string{s.Sentinel.Addr}, MasterName: redistest.MasterName})
+	if _, ok := c.(*goredis.Client); !ok {
+		t.Fatalf("NewUniversalClient with MasterName returned %T, want the failover *redis.Client", c)
+	}
+	return c
+}
+
+// TestSentinelContract runs the whole store contract through a
+// UniversalClient with MasterName against a master, a replica and a
+// sentinel.
+func TestSentinelContract(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Redis Sentinel test skipped under -short")
+	}
+	start := time.Now()
+	s := redistest.StartSentinel(t, redistest.SentinelOptions{})
+	t.Logf("master, replica and sentinel up in %v", time.Since(start).Round(time.Millisecond))
+	factory := func(t testing.TB, cfg storetest.Config) kap.Store {
+		c := sentinelClient(t, s)
+		t.Cleanup(func() { c.Close() })
+		return kapredis.New(c, kapredis.Options{Now: cfg.Now, LeaseTTL: cfg.LeaseTTL})
+	}
+	suite := time.Now()
+	storetest.RunAll(t, factory)
+	t.Logf("contract suite through the sentinel: %v", time.Since(suite).Round(time.Millisecond))
+}
+
+// TestSentinelFailover writes records queued for a target through the
+// sentinel, delivers part of them, waits until the replica has every write
+// (WAIT 1), kills the master with SIGKILL and checks that after the sentinel
+// promotes the replica the same store sees every record, delivers the rest
+// exactly once (none of the acked ones again) and accepts new writes.
+func TestSentinelFailover(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Redis Sentinel test skipped under -short")
+	}
+	s := redistest.StartSentinel(t, redistest.SentinelOptions{DownAfter: time.Second})
+	c := sentinelClient(t, s)
+	defer c.Close()
+	st := kapredis.New(c, kapredis.Options{LeaseTTL: time.Second})
+	ctx := context.Background()
+	ten, tg := storetest.Uniq("clinic"), storetest.Uniq("ehr")
+	const total = 200
+	var msgs []kap.OutboxMessage
+	for i := 0; i < total; i++ {
+		rec := storetest.Rec(ten, "Observation", fmt.Sprintf("obs-%03d", i), fmt.Sprintf("c%d", i%10), "x", time.Now())
+		r, _, err := st.Records().Put(ctx, rec, kap.PutOptions{Targets: []string{tg}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		msgs = append(msgs, kap.MessageFor(r, tg, time.Now()))
+	}
+	rec := storetest.NewRecorder()
+	ls, err := st.Outbox().Lease(ctx, tg, 10)
+	if err != nil || len(ls) != 10 {
+		t.Fatalf("lease: %d %v", len(ls), err)
+	}
+	for _, l := range ls {
+		rec.Deliver(l.Message, nil)
+		if err := st.Outbox().Ack(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Replication is asynchronous: only writes a replica has are safe from a
+	// failover. WAIT makes sure of that here.
+	if n, err := c.Do(ctx, "WAIT", 1, 5000).Int(); err != nil || n != 1 {
+		t.Fatalf("WAIT 1: %d %v", n, err)
+	}
+
+	old := s.Master.Addr
+	failStart := time.Now()
+	s.Master.Kill9()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		addr, err := s.MasterAddr()
+		if err == nil && addr == s.Replica.Addr {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("sentinel did not promote the replica (master %q, was %s): %v\n%s", addr, old, err, s.Sentinel.Log())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	// The client follows the sentinel to the new master; allow it a few
+	// seconds to notice.
+	for {
+		_, err := st.Records().Get(ctx, ten, "Observation", "obs-000")
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("store does not answer after failover: %v", err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Logf("failover to the replica and first answer in %v", time.Since(failStart).Round(time.Millisecond))
+	for i := 0; i < total; i++ {
+		if _, err := st.Records().Get(ctx, ten, "Observation", fmt.Sprintf("obs-%03d", i)); err != nil {
+			t.Fatalf("record %d after failover: %v", i, err)
+		}
+	}
+	r, created, err := st.Records().Put(ctx, storetest.Rec(ten, "Observation", "after", "c0", "y", time.Now()), kap.PutOptions{Targets: []string{tg}})
+	if err != nil || !created {
+		t.Fatalf("put after failover: %v %v", created, err)
+	}
+	msgs = append(msgs, kap.MessageFor(r, tg, time.Now()))
+	storetest.RunWorkers(ctx, t, st.Outbox(), tg, 4, rec, len(msgs), 30*time.Second)
+	rec.Check(t, msgs)
+}

@@ -75,7 +75,7 @@ func StartCluster(tb testing.TB, opt ClusterOptions) *Cluster {
 		opt.AppendFsync = "always"
 	}
 	n := opt.Masters * (1 + opt.Replicas)
-	ports := freeClusterPorts(tb, n)
+	ports := freePorts(tb, n, true)
 	c := &Cluster{}
 	tb.Cleanup(c.Stop)
 	for _, p := range ports {
@@ -152,10 +152,10 @@ func (c *Cluster) Stop() {
 	}
 }
 
-// freeClusterPorts returns n loopback ports p, each with p+10000 (the cluster
-// bus port) also free. It holds every listener until all are found, so the
-// ports are distinct.
-func freeClusterPorts(tb testing.TB, n int) []int {
+// freePorts returns n distinct free loopback ports; with bus, each port p
+// has p+10000 (the cluster bus port) free too. It holds every listener until
+// all are found, so the ports are distinct.
+func freePorts(tb testing.TB, n int, bus bool) []int {
 	tb.Helper()
 	var held []net.Listener
 	defer func() {
@@ -174,14 +174,18 @@ func freeClusterPorts(tb testing.TB, n int) []int {
 		}
 		held = append(held, l)
 		p := l.Addr().(*net.TCPAddr).Port
+		if !bus {
+			ports = append(ports, p)
+			continue
+		}
 		if p+10000 > 65535 {
 			continue
 		}
-		bus, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+10000))
+		bl, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(p+10000))
 		if err != nil {
 			continue
 		}
-		held = append(held, bus)
+		held = append(held, bl)
 		ports = append(ports, p)
 	}
 	return ports
