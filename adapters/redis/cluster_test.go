@@ -80,6 +80,103 @@ func TestClusterContract(t *testing.T) {
 	t.Logf("keys per master: %v", perMaster)
 }
 
+// spreadTenants returns n tenant names whose slots are owned, round robin, by
+// every master of the cluster, so a test over them touches all masters.
+func spreadTenants(t testing.TB, addrs []string, n int) []string {
+	t.Helper()
+	ctx := context.Background()
+	c := clusterClient(t, addrs).(*goredis.ClusterClient)
+	defer c.Close()
+	slots, err := c.ClusterSlots(ctx).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	owner := func(slot int64) string {
+		for _, r := range slots {
+			if int64(r.Start) <= slot && slot <= int64(r.End) {
+				return r.Nodes[0].Addr
+			}
+		}
+		t.Fatalf("slot %d has no owner", slot)
+		return ""
+	}
+	var masters []string
+	for _, r := range slots {
+		masters = append(masters, r.Nodes[0].Addr)
+	}
+	var out []string
+	for tries := 0; len(out) < n; tries++ {
+		if tries > 10000 {
+			t.Fatalf("could not spread %d tenants over %v", n, masters)
+		}
+		ten := storetest.Uniq("clinic")
+		slot, err := c.ClusterKeySlot(ctx, "kap:{t:"+ten+"}:recs").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if owner(slot) == masters[len(out)%len(masters)] {
+			out = append(out, ten)
+		}
+	}
+	return out
+}
+
+// TestClusterBatchAcrossSlots enqueues, in one call, messages of three
+// tenants on three different masters for two targets, and puts a record
+// queued for both targets: the adapter must split the batch per tenant (one
+// script per slot) and the workers must find every message.
+func TestClusterBatchAcrossSlots(t *testing.T) {
+	if testing.Short() {
+		t.Skip("Redis Cluster test skipped under -short")
+	}
+	cl := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3})
+	c := clusterClient(t, cl.Addrs())
+	defer c.Close()
+	st := kapredis.New(c, kapredis.Options{LeaseTTL: 5 * time.Second})
+	ctx := context.Background()
+	tens := spreadTenants(t, cl.Addrs(), 3)
+	tgs := []string{storetest.Uniq("ehr"), storetest.Uniq("payer")}
+	want := map[string][]kap.OutboxMessage{}
+	var batch []kap.OutboxMessage
+	for i := 0; i < 4; i++ {
+		for j, ten := range tens {
+			for _, tg := range tgs {
+				// Message ids are unique across tenants: the recorder
+				// counts deliveries by id.
+				m := storetest.Msg(ten, tg, fmt.Sprintf("c%d", i%2), i*10+j)
+				batch = append(batch, m)
+				want[tg] = append(want[tg], m)
+			}
+		}
+	}
+	// Negative control: on this cluster a script that writes a key of
+	// another tenant (another master) is refused, so a script of the
+	// adapter that strayed out of its tenant's slot would fail here.
+	stray := goredis.NewScript(`redis.call('SET', ARGV[1], 'x') return 1`)
+	err := stray.Run(ctx, c, []string{"kap:{t:" + tens[0] + "}:probe"}, "kap:{t:"+tens[1]+"}:probe").Err()
+	if err == nil {
+		t.Fatal("a script writing another tenant's key on another master succeeded; the cluster does not catch stray keys")
+	}
+	t.Logf("stray key refused: %v", err)
+	if err := st.Outbox().Enqueue(ctx, batch...); err != nil {
+		t.Fatalf("enqueue across slots: %v", err)
+	}
+	r, _, err := st.Records().Put(ctx, storetest.Rec(tens[1], "Observation", "o1", "c9", "x", time.Now()), kap.PutOptions{Targets: tgs})
+	if err != nil {
+		t.Fatalf("put queued for two targets: %v", err)
+	}
+	for _, tg := range tgs {
+		want[tg] = append(want[tg], kap.MessageFor(r, tg, time.Now()))
+		st, err := st.Outbox().Stats(ctx, tg)
+		if err != nil || st.Depth != len(want[tg]) {
+			t.Fatalf("stats of %s: %+v %v, want depth %d", tg, st, err, len(want[tg]))
+		}
+		rec := storetest.NewRecorder()
+		storetest.RunWorkers(ctx, t, kapredis.New(c, kapredis.Options{LeaseTTL: 5 * time.Second}).Outbox(), tg, 3, rec, len(want[tg]), 20*time.Second)
+		rec.Check(t, want[tg])
+	}
+}
+
 // TestClusterTwoGateways runs two gateways (separate ClusterClients, stores
 // and worker pools) on one Redis Cluster: 2,000 records over 5 tenants (so 5
 // hash slots) queued for one target while both pools deliver; one delivery
@@ -93,10 +190,7 @@ func TestClusterTwoGateways(t *testing.T) {
 	cl := redistest.StartCluster(t, redistest.ClusterOptions{Masters: 3})
 	ctx := context.Background()
 	tg := storetest.Uniq("ehr")
-	var tens [tenants]string
-	for i := range tens {
-		tens[i] = storetest.Uniq("clinic")
-	}
+	tens := spreadTenants(t, cl.Addrs(), tenants)
 	var gws [2]*kapredis.Store
 	for i := range gws {
 		c := clusterClient(t, cl.Addrs())
