@@ -1,9 +1,10 @@
 package kap
 
 import (
-	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"time"
 )
@@ -83,6 +84,13 @@ func DecodeRecord(data []byte) (Record, error) {
 		Kind Kind `json:"kind"`
 	}
 	if err := json.Unmarshal(data, &head); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) && te.Field == "kind" {
+			return nil, invalid(Issue{Path: "kind", Reason: "must be a string: one of " + kindList()})
+		}
+		if issues := checkShape(data, nil); len(issues) > 0 {
+			return nil, invalid(issues...)
+		}
 		return nil, jsonError(data, err)
 	}
 	if head.Kind == "" {
@@ -92,13 +100,11 @@ func DecodeRecord(data []byte) (Record, error) {
 	if rec == nil {
 		return nil, invalid(Issue{Path: "kind", Reason: fmt.Sprintf("unknown kind %q: must be one of %s", head.Kind, kindList())})
 	}
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(rec); err != nil {
-		return nil, jsonError(data, err)
+	if issues := checkShape(data, reflect.TypeOf(rec)); len(issues) > 0 {
+		return nil, invalid(issues...)
 	}
-	if dec.More() {
-		return nil, invalid(Issue{Reason: "unexpected data after the record's JSON object"})
+	if err := json.Unmarshal(data, rec); err != nil {
+		return nil, jsonError(data, err)
 	}
 	if n, ok := rec.(interface{ normalize() }); ok {
 		n.normalize()
@@ -189,8 +195,9 @@ func jsonTypeName(goKind string) string {
 }
 
 func position(data []byte, off int64) (line, col int) {
+	// SyntaxError.Offset counts the offending byte as read.
 	line, col = 1, 1
-	for i := int64(0); i < off && i < int64(len(data)); i++ {
+	for i := int64(0); i < off-1 && i < int64(len(data)); i++ {
 		if data[i] == '\n' {
 			line++
 			col = 1

@@ -336,7 +336,7 @@ func TestFieldErrors(t *testing.T) {
 		{"end before start", iv, set("end", "2026-02-23T08:00:00-07:00"), "end", "must not be before start"},
 		{"session longer than 12 hours", iv, set("end", "2026-02-24T09:00:00-07:00"), "end", "must be within 12 hours of start"},
 		{"start not RFC 3339", iv, set("start", "23/02/2026 09:00"), "start", "must be an RFC 3339 date-time"},
-		{"start not a string", iv, set("start", 5), "start", "must be an RFC 3339 date-time"},
+		{"start not a string", iv, set("start", 5), "start", "must be a date-time string, not a JSON number"},
 		{"weight", iv, set("weightKg", 5), "weightKg", "must be between 20 and 350"},
 		{"fasting", iv, set("fastingHours", -1), "fastingHours", "must be between 0 and 48"},
 		{"pre-check item", iv, set("preChecks[0].item", "vibes-checked"), "preChecks[0].item", "must be one of"},
@@ -420,7 +420,7 @@ func TestNestedDecodeErrors(t *testing.T) {
 	}{
 		{"unknown nested field", set("administrations[0].dose", 1), "dose", "unknown field"},
 		{"wrong type in an array element", set("administrations[0].doseMg", "36.2"), "doseMg", "must be a number, not a JSON string"},
-		{"wrong type in vitals", set("vitals[2].systolic", true), "systolic", "must be a number, not a JSON bool"},
+		{"wrong type in vitals", set("vitals[2].systolic", true), "vitals[2].systolic", "must be a number, not true or false"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			doc := parseDoc(t, readFile(t, "16-dosing-c001-1.json"))
@@ -450,7 +450,7 @@ func TestMalformedJSON(t *testing.T) {
 		"missing comma":  {strings.Join(lines, "\n"), "malformed JSON at line 4, column"},
 		"empty":          {"", "malformed JSON"},
 		"not JSON":       {"kind: Client", "malformed JSON at line 1, column"},
-		"trailing data":  {`{"kind":"Client"} {"kind":"Client"}`, "malformed JSON"},
+		"trailing data":  {`{"kind":"Client"} {"kind":"Client"}`, "unexpected data after"},
 		"unclosed":       {`{"kind": "Client", "id": "c1"`, "malformed JSON"},
 		"array document": {`[{"kind":"Client"}]`, "must be an object"},
 		"bad escape":     {`{"kind": "Cli\ent"}`, "malformed JSON at line 1, column"},

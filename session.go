@@ -48,7 +48,7 @@ type Administration struct {
 	DoseMg             float64 `json:"doseMg"`
 	DoseMgPerKg        float64 `json:"doseMgPerKg,omitempty"`
 	Start              Time    `json:"start"`
-	Stop               Time    `json:"stop,omitempty"`               // required for IV infusions
+	Stop               Time    `json:"stop,omitzero"`                // required for IV infusions
 	RateMgPerKgPerHour float64 `json:"rateMgPerKgPerHour,omitempty"` // IV infusion rate
 	LotNumber          string  `json:"lotNumber,omitempty"`
 	AdministeredBy     string  `json:"administeredBy"` // provider id (for esketamine: the supervising provider)
@@ -299,6 +299,9 @@ func (s *DosingSession) Validate() error {
 		v.time(p+".time", sc.Time, true)
 		within(p+".time", sc.Time)
 		v.oneOf(p+".instrument", sc.Instrument, []string{ScoreCADSS, ScoreMOAAS}, true)
+		if sc.Value != float64(int(sc.Value)) {
+			v.add(p+".value", "must be a whole number")
+		}
 		switch sc.Instrument {
 		case ScoreCADSS:
 			v.rangeF(p+".value", sc.Value, 0, 92)
@@ -347,7 +350,35 @@ func (s *DosingSession) Validate() error {
 		v.id("psychotherapy.therapistId", s.Psychotherapy.TherapistID, true)
 	}
 	v.billing("billingCodes", s.BillingCodes)
+	s.validateEsketamineBilling(&v)
 	return v.err()
+}
+
+// validateEsketamineBilling applies codes.md §4: G2082 covers up to 56 mg of
+// esketamine and G2083 more than 56 mg; both include the drug, so no drug
+// line (J0013) is billed with them.
+func (s *DosingSession) validateEsketamineBilling(v *validator) {
+	var inMg float64
+	for _, a := range s.Administrations {
+		if a.Route == RouteIN {
+			inMg += a.DoseMg
+		}
+	}
+	has := map[string]int{}
+	for i, c := range s.BillingCodes {
+		has[c] = i
+	}
+	if i, ok := has["G2082"]; ok && (inMg == 0 || inMg > 56) {
+		v.add(fmt.Sprintf("billingCodes[%d]", i), "G2082 is for up to 56 mg of esketamine (this session: %g mg); use G2083 above 56 mg", inMg)
+	}
+	if i, ok := has["G2083"]; ok && inMg <= 56 {
+		v.add(fmt.Sprintf("billingCodes[%d]", i), "G2083 is for more than 56 mg of esketamine (this session: %g mg); use G2082", inMg)
+	}
+	_, g82 := has["G2082"]
+	_, g83 := has["G2083"]
+	if i, ok := has["J0013"]; ok && (g82 || g83) {
+		v.add(fmt.Sprintf("billingCodes[%d]", i), "G2082/G2083 include the esketamine: do not bill the drug line J0013 with them")
+	}
 }
 
 // SafetyWarnings returns the clinical concerns of a valid session: they do
@@ -356,8 +387,14 @@ func (s *DosingSession) Validate() error {
 func (s *DosingSession) SafetyWarnings() []Issue {
 	var w []Issue
 	add := func(path, reason string) { w = append(w, Issue{Path: path, Reason: reason, Severity: "warning"}) }
-	if s.FastingHours < 3 {
-		add("fastingHours", "fasting was shorter than 3 hours")
+	// Ketamine sessions ask for a 3–4 hour fast; the esketamine label asks
+	// for 2 hours without food.
+	minFast, what := 3.0, "3 hours"
+	if len(s.Administrations) > 0 && s.Administrations[0].Route == RouteIN {
+		minFast, what = 2, "2 hours (esketamine)"
+	}
+	if s.FastingHours < minFast {
+		add("fastingHours", "fasting was shorter than "+what)
 	}
 	if !s.Discharge.CriteriaMet {
 		add("discharge.criteriaMet", "the client was discharged before discharge criteria were met")
