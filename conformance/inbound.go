@@ -87,7 +87,17 @@ func (v *Validator) Validate(data []byte) (*bcrpb.ContainedResource, error) {
 		issues = append(issues, kap.ErrorIssues(err)...)
 	}
 	rest, _ := v.Check(data)
-	issues = append(issues, rest...)
+	seen := map[string]bool{}
+	for _, is := range issues {
+		if is.Severity == "" || is.Severity == "error" {
+			seen[is.Path] = true
+		}
+	}
+	for _, is := range rest {
+		if !seen[is.Path] { // the codec already reported a problem there
+			issues = append(issues, is)
+		}
+	}
 	for _, is := range issues {
 		if is.Severity == "" || is.Severity == "error" {
 			return cr, &kap.Error{Code: kap.EINVALID, Message: "invalid FHIR resource", Issues: issues}
@@ -514,27 +524,15 @@ func ruleCondition(c *inCtx, r inRes) {
 			}
 		}
 	}
-	if inValueKey(r.obj, "abatement") != "" && hasClin {
+	if inValueKey(r.obj, "abatement") != "" {
 		ok := false
-		for _, s := range []string{"inactive", "resolved", "remission"} {
-			ok = ok || inHasCode(r.obj["clinicalStatus"], inCondClinical, s)
+		for _, st := range []string{"inactive", "resolved", "remission"} {
+			ok = ok || inHasCode(r.obj["clinicalStatus"], inCondClinical, st)
 		}
-		if !ok && len(inCodings(r.obj["clinicalStatus"])) > 0 {
-			// con-4 as stated: abated conditions are inactive, resolved or in remission.
-			if inCodingsHaveSystem(r.obj["clinicalStatus"], inCondClinical) {
-				c.errf(r.path+".clinicalStatus", "con-4", "an abated Condition's clinicalStatus must be inactive, resolved or remission")
-			}
+		if !ok {
+			c.errf(r.path+".clinicalStatus", "con-4", "an abated Condition's clinicalStatus must be inactive, resolved or remission")
 		}
 	}
-}
-
-func inCodingsHaveSystem(cc any, system string) bool {
-	for _, s := range inCodings(cc) {
-		if strings.HasPrefix(s, system+"|") {
-			return true
-		}
-	}
-	return false
 }
 
 func ruleAllergy(c *inCtx, r inRes) {
@@ -593,7 +591,7 @@ func ruleContained(c *inCtx, r inRes) {
 			if id == "" {
 				continue
 			}
-			if !refs["#"+id] && !refs["#"] {
+			if !refs["#"+id] && !inRefersTo(m, "#") {
 				c.errf(fmt.Sprintf("%s.contained[%d]", r.path, i), "dom-3", "the contained resource is not referenced from elsewhere in the containing resource, nor does it reference the container")
 			}
 		}
@@ -613,6 +611,28 @@ func ruleContained(c *inCtx, r inRes) {
 		c.errf(r.path+".text", "dom-6", "a contained resource SHOULD NOT have a narrative") // downgraded below
 		c.issues[len(c.issues)-1].Severity = "warning"
 	}
+}
+
+// inRefersTo reports whether a reference or canonical string equal to ref
+// occurs anywhere in v.
+func inRefersTo(v any, ref string) bool {
+	switch t := v.(type) {
+	case string:
+		return t == ref
+	case map[string]any:
+		for _, x := range t {
+			if inRefersTo(x, ref) {
+				return true
+			}
+		}
+	case []any:
+		for _, x := range t {
+			if inRefersTo(x, ref) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 var inHrefRe = regexp.MustCompile(`(?:href|src)\s*=\s*["'](#[^"']*)["']`)
