@@ -4,6 +4,7 @@
 //	kapbridge validate FILE|-               validate a domain record, FHIR resource or Bundle
 //	kapbridge generate --clients N --seed S --out DIR
 //	                                        write a synthetic course, one record per file
+//	kapbridge capability                    print the generated CapabilityStatement
 package main
 
 import (
@@ -29,6 +30,7 @@ commands:
   validate FILE|-    validate a kap/v1 record, a FHIR R4 resource or a Bundle; prints an
                      OperationOutcome; exit 0 with no errors, 1 with errors
   generate           write synthetic courses (flags: --clients N --seed S --out DIR)
+  capability         print the CapabilityStatement generated from what the gateway produces
   help               this text
 `
 
@@ -47,6 +49,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return env.validateCmd(ctx, args[1:])
 	case "generate":
 		return env.generateCmd(ctx, args[1:])
+	case "capability":
+		return env.capabilityCmd(ctx, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

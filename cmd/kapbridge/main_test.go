@@ -171,3 +171,46 @@ func TestGenerate(t *testing.T) {
 		t.Errorf("generate without --out: exit %d", code)
 	}
 }
+
+func TestCapability(t *testing.T) {
+	code, out, errs := run(t, "", "capability")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errs)
+	}
+	var cs struct {
+		ResourceType string `json:"resourceType"`
+		FHIRVersion  string `json:"fhirVersion"`
+		Rest         []struct {
+			Mode     string `json:"mode"`
+			Resource []struct {
+				Type             string   `json:"type"`
+				SupportedProfile []string `json:"supportedProfile"`
+			} `json:"resource"`
+		} `json:"rest"`
+	}
+	if err := json.Unmarshal([]byte(out), &cs); err != nil {
+		t.Fatal(err)
+	}
+	if cs.ResourceType != "CapabilityStatement" || cs.FHIRVersion != "4.0.1" || len(cs.Rest) == 0 {
+		t.Fatalf("unexpected statement: %+v", cs)
+	}
+	profiles := map[string][]string{}
+	for _, r := range cs.Rest[0].Resource {
+		profiles[r.Type] = r.SupportedProfile
+	}
+	// Generated, not hand-written: what the mapping emits must be there.
+	for typ, want := range map[string]string{
+		"MedicationAdministration": "https://fhir.kapbridge.org/StructureDefinition/kap-dosing-administration",
+		"Patient":                  "http://hl7.org/fhir/us/core/StructureDefinition/us-core-patient",
+		"Observation":              "http://hl7.org/fhir/us/core/StructureDefinition/us-core-pulse-oximetry",
+		"CarePlan":                 "http://hl7.org/fhir/us/core/StructureDefinition/us-core-careplan",
+	} {
+		found := false
+		for _, p := range profiles[typ] {
+			found = found || p == want
+		}
+		if !found {
+			t.Errorf("%s: supportedProfile %v lacks %s", typ, profiles[typ], want)
+		}
+	}
+}
