@@ -210,6 +210,12 @@ func TestCorpusGooglePrimitives(t *testing.T) {
 	if len(files) == 0 {
 		t.Fatal("no google/fhir fixtures")
 	}
+	var mu sync.Mutex
+	n := map[string]int{}
+	t.Cleanup(func() {
+		t.Logf("google/fhir primitive fixtures: %d valid values accepted of %d, %d invalid values refused of %d, %d not asserted",
+			n["valid ok"], n["valid"], n["invalid ok"], n["invalid"], n["excepted"])
+	})
 	for _, f := range files {
 		base := filepath.Base(f)
 		typ, kind, _ := strings.Cut(strings.TrimSuffix(base, ".ndjson"), ".")
@@ -223,18 +229,34 @@ func TestCorpusGooglePrimitives(t *testing.T) {
 		for sc.Scan() {
 			line++
 			raw := bytes.TrimSpace(sc.Bytes())
-			if len(raw) == 0 || (kind == "valid" && string(raw) == "null") {
+			if len(raw) == 0 {
 				continue
 			}
-			if why, ok := fixtureExceptions[fmt.Sprintf("%s:%d", base, line)]; ok {
+			why, excepted := fixtureExceptions[fmt.Sprintf("%s:%d", base, line)]
+			if kind == "valid" && string(raw) == "null" {
+				why, excepted = "null: google/fhir reads a null primitive as absent; FHIR JSON forbids null properties and the gateway refuses them", true
+			}
+			if excepted {
+				mu.Lock()
+				n["excepted"]++
+				mu.Unlock()
 				t.Logf("%s:%d not asserted: %s", base, line, why)
 				continue
 			}
+			mu.Lock()
+			n[kind]++
+			mu.Unlock()
 			doc := primitiveHolder(typ, append(json.RawMessage(nil), raw...))
 			t.Run(fmt.Sprintf("%s:%d", base, line), func(t *testing.T) {
 				t.Parallel()
 				_, err := v.Validate(doc)
 				errs := errorIssues(err)
+				ok := (kind == "valid") == (len(errs) == 0)
+				if ok {
+					mu.Lock()
+					n[kind+" ok"]++
+					mu.Unlock()
+				}
 				if kind == "valid" && len(errs) > 0 {
 					t.Errorf("valid %s value %s refused: %v", typ, raw, errs)
 				}

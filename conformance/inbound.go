@@ -69,6 +69,11 @@ func NewValidator(codec *fhir.Codec) *Validator {
 		{"con-3/4/5", ruleCondition},
 		{"ait-1/2", ruleAllergy},
 		{"bdl", ruleBundle},
+		{"pat-1", rulePatient},
+		{"obs-3", ruleReferenceRange},
+		{"cpl-3", ruleCarePlan},
+		{"qty-3", ruleQuantityCode},
+		{"ppc-1", ruleConsent},
 	}}
 }
 
@@ -785,4 +790,73 @@ func ruleBundle(c *inCtx, r inRes) {
 func inRestfulType(s string) bool {
 	_, err := url.PathUnescape(s)
 	return err == nil && len(s) > 2
+}
+
+// rulePatient: pat-1 — a Patient.contact has contact details or an
+// organization.
+func rulePatient(c *inCtx, r inRes) {
+	if r.typ != "Patient" {
+		return
+	}
+	for i, x := range inArr(r.obj["contact"]) {
+		m := inObj(x)
+		if m["name"] == nil && m["telecom"] == nil && m["address"] == nil && m["organization"] == nil {
+			c.errf(fmt.Sprintf("%s.contact[%d]", r.path, i), "pat-1", "a contact SHALL contain a name, telecom, address or a reference to an organization")
+		}
+	}
+}
+
+// ruleReferenceRange: obs-3 — a reference range has a low, a high or a
+// text.
+func ruleReferenceRange(c *inCtx, r inRes) {
+	if r.typ != "Observation" {
+		return
+	}
+	check := func(p string, rr any) {
+		for i, x := range inArr(rr) {
+			m := inObj(x)
+			if m["low"] == nil && m["high"] == nil && m["text"] == nil {
+				c.errf(fmt.Sprintf("%s.referenceRange[%d]", p, i), "obs-3", "a reference range must have at least a low or a high or text")
+			}
+		}
+	}
+	check(r.path, r.obj["referenceRange"])
+	for i, comp := range inArr(r.obj["component"]) {
+		check(fmt.Sprintf("%s.component[%d]", r.path, i), inObj(comp)["referenceRange"])
+	}
+}
+
+// ruleCarePlan: cpl-3 — an activity has a reference or a detail, not both.
+func ruleCarePlan(c *inCtx, r inRes) {
+	if r.typ != "CarePlan" {
+		return
+	}
+	for i, x := range inArr(r.obj["activity"]) {
+		m := inObj(x)
+		if m["reference"] != nil && m["detail"] != nil {
+			c.errf(fmt.Sprintf("%s.activity[%d]", r.path, i), "cpl-3", "provide a reference or detail, not both")
+		}
+	}
+}
+
+// ruleQuantityCode: qty-3 — a Quantity with a unit code has a system.
+func ruleQuantityCode(c *inCtx, r inRes) {
+	inWalk(r.path, r.obj, func(path, key string, m map[string]any) {
+		if !(strings.HasSuffix(key, "Quantity") || key == "quantity" || key == "low" || key == "high") {
+			return
+		}
+		if m["code"] != nil && m["system"] == nil {
+			c.errf(path, "qty-3", "if a code for the unit is present, the system SHALL also be present")
+		}
+	})
+}
+
+// ruleConsent: ppc-1 — a Consent has a policy or a policyRule.
+func ruleConsent(c *inCtx, r inRes) {
+	if r.typ != "Consent" {
+		return
+	}
+	if r.obj["policy"] == nil && r.obj["policyRule"] == nil {
+		c.errf(r.path, "ppc-1", "either a policy or a policyRule SHALL be present")
+	}
 }

@@ -11,8 +11,8 @@ import (
 )
 
 const (
-	inLoinc    = `"system":"http://loinc.org"`
-	inUcum     = `"system":"http://unitsofmeasure.org"`
+	inLoinc  = `"system":"http://loinc.org"`
+	inUcum   = `"system":"http://unitsofmeasure.org"`
 	vsCat    = `"category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}]`
 	subj     = `"subject":{"reference":"Patient/p1"}`
 	clinical = `"http://terminology.hl7.org/CodeSystem/condition-clinical"`
@@ -120,6 +120,21 @@ func TestValidatorRules(t *testing.T) {
 		{"link relation twice", "bdl-link", "Bundle.link[1]",
 			`{"resourceType":"Bundle","type":"searchset","link":[{"relation":"self","url":"http://a/x"},{"relation":"self","url":"http://a/y"}]}`,
 			`{"resourceType":"Bundle","type":"searchset","link":[{"relation":"self","url":"http://a/x"},{"relation":"next","url":"http://a/y"}]}`},
+		{"pat-1 empty contact", "pat-1", "Patient.contact[0]",
+			`{"resourceType":"Patient","contact":[{"gender":"female"}]}`,
+			`{"resourceType":"Patient","contact":[{"gender":"female","telecom":[{"system":"phone","value":"555"}]}]}`},
+		{"obs-3 empty reference range", "obs-3", "Observation.referenceRange[0]",
+			hr(`"valueQuantity":{"value":70,` + inUcum + `,"code":"/min"},"referenceRange":[{"age":{"low":{"value":1}}}]`),
+			hr(`"valueQuantity":{"value":70,` + inUcum + `,"code":"/min"},"referenceRange":[{"text":"normal"}]`)},
+		{"cpl-3 reference and detail", "cpl-3", "CarePlan.activity[0]",
+			`{"resourceType":"CarePlan","status":"active","intent":"plan",` + subj + `,"activity":[{"reference":{"reference":"ServiceRequest/1"},"detail":{"status":"scheduled"}}]}`,
+			`{"resourceType":"CarePlan","status":"active","intent":"plan",` + subj + `,"activity":[{"reference":{"reference":"ServiceRequest/1"}}]}`},
+		{"qty-3 code without system", "qty-3", "MedicationStatement.dosage[0].doseAndRate[0].doseQuantity",
+			`{"resourceType":"MedicationStatement","status":"active","medicationCodeableConcept":{"text":"x"},` + subj + `,"dosage":[{"doseAndRate":[{"doseQuantity":{"value":1,"code":"mg"}}]}]}`,
+			`{"resourceType":"MedicationStatement","status":"active","medicationCodeableConcept":{"text":"x"},` + subj + `,"dosage":[{"doseAndRate":[{"doseQuantity":{"value":1,` + inUcum + `,"code":"mg"}}]}]}`},
+		{"ppc-1 no policy", "ppc-1", "Consent",
+			`{"resourceType":"Consent","status":"active","scope":{"text":"treatment"},"category":[{"text":"x"}]}`,
+			`{"resourceType":"Consent","status":"active","scope":{"text":"treatment"},"category":[{"text":"x"}],"policyRule":{"text":"x"}}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
