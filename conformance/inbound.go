@@ -74,6 +74,7 @@ func NewValidator(codec *fhir.Codec) *Validator {
 		{"cpl-3", ruleCarePlan},
 		{"qty-3", ruleQuantityCode},
 		{"ppc-1", ruleConsent},
+		{"ext-def", ruleKnownExtensions},
 	}}
 }
 
@@ -859,4 +860,87 @@ func ruleConsent(c *inCtx, r inRes) {
 	if r.obj["policy"] == nil && r.obj["policyRule"] == nil {
 		c.errf(r.path, "ppc-1", "either a policy or a policyRule SHALL be present")
 	}
+}
+
+// inExtDef is what we know of a core or US Core extension definition: the
+// value[x] key it takes ("" for a complex extension with nested
+// extensions) and, when set, where it may be used: a resource type (on the
+// resource itself) or "_name" (on the primitive element name).
+type inExtDef struct {
+	value    string
+	contexts []string
+}
+
+// inKnownExtensions lists the extensions of FHIR R4 core and US Core that
+// inbound data carries (patient demographics, narrative links, data
+// absent reasons) with their type and context from their definitions.
+var inKnownExtensions = map[string]inExtDef{
+	"http://hl7.org/fhir/us/core/StructureDefinition/us-core-race":      {value: ""},
+	"http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity": {value: ""},
+	"http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex":  {value: "valueCode"},
+	"http://hl7.org/fhir/StructureDefinition/patient-birthTime":         {value: "valueDateTime", contexts: []string{"_birthDate"}},
+	"http://hl7.org/fhir/StructureDefinition/patient-mothersMaidenName": {value: "valueString", contexts: []string{"Patient"}},
+	"http://hl7.org/fhir/StructureDefinition/patient-birthPlace":        {value: "valueAddress", contexts: []string{"Patient"}},
+	"http://hl7.org/fhir/StructureDefinition/humanname-mothers-family":  {value: "valueString", contexts: []string{"_family"}},
+	"http://hl7.org/fhir/StructureDefinition/humanname-fathers-family":  {value: "valueString", contexts: []string{"_family"}},
+	"http://hl7.org/fhir/StructureDefinition/humanname-own-prefix":      {value: "valueString", contexts: []string{"_family"}},
+	"http://hl7.org/fhir/StructureDefinition/humanname-own-name":        {value: "valueString", contexts: []string{"_family"}},
+	"http://hl7.org/fhir/StructureDefinition/humanname-partner-name":    {value: "valueString", contexts: []string{"_family"}},
+	"http://hl7.org/fhir/StructureDefinition/humanname-partner-prefix":  {value: "valueString", contexts: []string{"_family"}},
+	"http://hl7.org/fhir/StructureDefinition/narrativeLink":             {value: "valueUrl"},
+	"http://hl7.org/fhir/StructureDefinition/data-absent-reason":        {value: "valueCode"},
+	"http://hl7.org/fhir/StructureDefinition/condition-assertedDate":    {value: "valueDateTime", contexts: []string{"Condition"}},
+	"http://hl7.org/fhir/StructureDefinition/ordinalValue":              {value: "valueDecimal"},
+}
+
+// ruleKnownExtensions: an extension whose definition we know has the
+// value type and is used in a context that definition allows (the HL7
+// validator refuses both).
+func ruleKnownExtensions(c *inCtx, r inRes) {
+	var walk func(path, key string, v any, root bool)
+	walk = func(path, key string, v any, root bool) {
+		switch t := v.(type) {
+		case map[string]any:
+			for i, x := range inArr(t["extension"]) {
+				m := inObj(x)
+				def, ok := inKnownExtensions[inStr(m["url"])]
+				if !ok {
+					continue
+				}
+				p := fmt.Sprintf("%s.extension[%d]", path, i)
+				vk := inValueKey(m, "value")
+				if vk != def.value {
+					want := def.value
+					if want == "" {
+						want = "nested extensions (no value[x])"
+					}
+					c.errf(p, "ext-def", "the extension %s takes %s", inStr(m["url"]), want)
+				}
+				if len(def.contexts) > 0 {
+					here := key
+					if root {
+						here = r.typ
+					}
+					allowed := false
+					for _, ctx := range def.contexts {
+						allowed = allowed || ctx == here
+					}
+					if !allowed {
+						c.errf(p, "ext-def", "the extension %s is not allowed here (its context is %s)", inStr(m["url"]), strings.Join(def.contexts, ", "))
+					}
+				}
+			}
+			for k, x := range t {
+				if k == "contained" || (k == "resource" && key == "entry") {
+					continue
+				}
+				walk(path+"."+k, k, x, false)
+			}
+		case []any:
+			for i, x := range t {
+				walk(fmt.Sprintf("%s[%d]", path, i), key, x, false)
+			}
+		}
+	}
+	walk(r.path, "", r.obj, true)
 }

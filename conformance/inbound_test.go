@@ -135,6 +135,12 @@ func TestValidatorRules(t *testing.T) {
 		{"ppc-1 no policy", "ppc-1", "Consent",
 			`{"resourceType":"Consent","status":"active","scope":{"text":"treatment"},"category":[{"text":"x"}]}`,
 			`{"resourceType":"Consent","status":"active","scope":{"text":"treatment"},"category":[{"text":"x"}],"policyRule":{"text":"x"}}`},
+		{"ext-def wrong context", "ext-def", "Patient.name[0].extension[0]",
+			`{"resourceType":"Patient","name":[{"family":"F","extension":[{"url":"http://hl7.org/fhir/StructureDefinition/humanname-mothers-family","valueString":"M"}]}]}`,
+			`{"resourceType":"Patient","name":[{"family":"F","_family":{"extension":[{"url":"http://hl7.org/fhir/StructureDefinition/humanname-mothers-family","valueString":"M"}]}}]}`},
+		{"ext-def wrong value type", "ext-def", "Patient.extension[0]",
+			`{"resourceType":"Patient","extension":[{"url":"http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex","valueString":"F"}]}`,
+			`{"resourceType":"Patient","extension":[{"url":"http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex","valueCode":"F"}]}`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
