@@ -18,7 +18,8 @@ import (
 // signed) and, when the client grants sharing, a privacy Consent ("share":
 // scope patient-privacy, policyRule v3-ActCode OPTIN, one provision actor
 // per grant with role v3-ParticipationType PRCP plus local "share-<type>"
-// and a logical reference to the target in "<IdentifierBase>/Endpoint").
+// and a logical Organization reference to the target, identifier system
+// ShareTargetSystem).
 // Revoked consents are status inactive.
 func (b *builder) consent(c *kap.Consent) error {
 	id, val := b.ident("Consent", "")
@@ -60,12 +61,14 @@ func (b *builder) consent(c *kap.Consent) error {
 	sid, sval := b.ident("Consent", "share")
 	sp := &conspb.Consent_Provision{Type: &conspb.Consent_Provision_TypeCode{Value: cpb.ConsentProvisionTypeCode_PERMIT}}
 	for _, g := range c.Share {
+		ref := fhir.LogicalRef(b.m.ShareTargetSystem(), g.Target, g.Name)
+		ref.Type = fhir.URI("Organization")
 		sp.Actor = append(sp.Actor, &conspb.Consent_Provision_ProvisionActor{
 			// PRCP (primary information recipient) as in the R4 spec's
 			// Consent examples; the local code tells EHR from payer.
 			Role: fhir.CC("", fhir.Coding(csParticipationType, "PRCP", "primary information recipient"),
 				fhir.Coding(fhir.SystemKAP, "share-"+g.Type, "Share with "+g.Type)),
-			Reference: fhir.LogicalRef(b.m.opts.IdentifierBase+"/Endpoint", g.Target, g.Name),
+			Reference: ref,
 		})
 	}
 	b.add(&conspb.Consent{
@@ -81,6 +84,11 @@ func (b *builder) consent(c *kap.Consent) error {
 	}, sval)
 	return nil
 }
+
+// ShareTargetSystem is the identifier system of delivery targets (the
+// gateway configuration's target ids) in share Consents: a logical
+// Organization reference "<IdentifierBase>/delivery-target|<target id>".
+func (m *Mapper) ShareTargetSystem() string { return m.opts.IdentifierBase + "/delivery-target" }
 
 // csParticipationType is v3-ParticipationType (seen in the R4 spec's
 // Consent examples); not yet in fhir/codes.go.
@@ -109,7 +117,7 @@ func (ix *index) consent() (kap.Record, error) {
 		}
 	}
 	if share, ok := ix.withPart("Consent", "share").(*conspb.Consent); ok {
-		sys := ix.m.opts.IdentifierBase + "/Endpoint"
+		sys := ix.m.ShareTargetSystem()
 		for i, a := range share.GetProvision().GetActor() {
 			typ, ok := strings.CutPrefix(fhir.CodeOf(a.GetRole(), fhir.SystemKAP), "share-")
 			ref := a.GetReference()

@@ -76,6 +76,18 @@ func TestConsentShape(t *testing.T) {
 	if strings.Contains(s, "patient-privacy") {
 		t.Error("a consent without share grants has a privacy Consent")
 	}
+	rec.Share = []kap.ShareGrant{{Target: "ehr-1", Type: "ehr", Name: "Main EHR"}}
+	data, err = m.MapJSON(rec, mapping.MapInput{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s = string(data)
+	for _, want := range []string{`"patient-privacy"`, `"OPTIN"`, `"PRCP"`, `"share-ehr"`, `"type":"Organization"`,
+		`"system":"` + m.ShareTargetSystem() + `","value":"ehr-1"`} {
+		if !strings.Contains(s, want) {
+			t.Errorf("privacy Consent lacks %s:\n%s", want, s)
+		}
+	}
 }
 
 // TestReverseTampered: a Bundle whose screen Observation lost its outcome
