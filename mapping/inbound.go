@@ -120,7 +120,7 @@ func ScreeningFromResources(res []proto.Message) ScreeningFacts {
 		if cr, ok := r.(*bcrpb.ContainedResource); ok {
 			r = fhir.Unwrap(cr)
 		}
-		if r == nil {
+		if r == nil || !r.ProtoReflect().IsValid() { // nil or a typed nil pointer
 			continue
 		}
 		if m, ok := r.(*medpb.Medication); ok && m.GetId() != nil {

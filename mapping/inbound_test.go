@@ -288,3 +288,36 @@ func TestScreeningClassesAndHints(t *testing.T) {
 		t.Errorf("resolved condition: hints %v conditions %d", f.ContraindicationHints, len(f.Conditions))
 	}
 }
+
+// TestScreeningEmptyResources: empty and nil resources give empty facts, no
+// panic.
+func TestScreeningEmptyResources(t *testing.T) {
+	var nilCond *condpb.Condition
+	f := mapping.ScreeningFromResources([]proto.Message{nil, nilCond, &condpb.Condition{}, &mspb.MedicationStatement{},
+		&obspb.Observation{}, &aipb.AllergyIntolerance{}, &bcrpb.ContainedResource{}, bpObs(0, 0, "", cpb.ObservationStatusCode_FINAL)})
+	if len(f.Medications) != 0 || len(f.BloodPressures) != 0 || len(f.ContraindicationHints) != 0 {
+		t.Errorf("facts from empty resources: %+v", f)
+	}
+	if len(f.Conditions) != 1 || len(f.Allergies) != 1 {
+		t.Errorf("got %d conditions and %d allergies, want the empty Condition and AllergyIntolerance listed (not the nil one)", len(f.Conditions), len(f.Allergies))
+	}
+}
+
+func BenchmarkScreeningFromBundle(b *testing.B) {
+	files, _ := filepath.Glob(filepath.Join(corpora, "synthea-r4", "Kermit*.json"))
+	if len(files) == 0 {
+		b.Skip("no Synthea corpus")
+	}
+	data, err := os.ReadFile(files[0])
+	if err != nil {
+		b.Fatal(err)
+	}
+	cr, err := fhir.MustCodec().UnmarshalLenient(data)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		mapping.ScreeningFromBundle(cr.GetBundle())
+	}
+}
