@@ -7,6 +7,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/kapbridge/kap"
+	"github.com/kapbridge/kap/internal/synth"
 	"github.com/kapbridge/kap/mapping"
 )
 
@@ -110,5 +111,43 @@ func TestReverseTampered(t *testing.T) {
 	_, err = m.Reverse(cr.GetBundle())
 	if kap.ErrorCode(err) != kap.EINVALID || !strings.Contains(err.Error(), "outcome") {
 		t.Fatalf("got %v, want EINVALID naming the outcome", err)
+	}
+}
+
+// TestRoundTripSynthetic round-trips the intakes, consents and plans of a
+// generated cohort (variants testdata/kap does not have).
+func TestRoundTripSynthetic(t *testing.T) {
+	recs, err := synth.Generate(synth.Options{Clients: 40, Seed: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMapper(t)
+	n := 0
+	for _, rec := range recs {
+		switch rec.(type) {
+		case *kap.Intake, *kap.Consent, *kap.TreatmentPlan:
+		default:
+			continue
+		}
+		n++
+		data, err := m.MapJSON(rec, mapping.MapInput{})
+		if err != nil {
+			t.Fatalf("%s %s: map: %v", rec.RecordKind(), rec.RecordID(), err)
+		}
+		cr, err := m.Codec().Unmarshal(data)
+		if err != nil {
+			t.Fatalf("%s %s: validating unmarshal: %v", rec.RecordKind(), rec.RecordID(), err)
+		}
+		back, err := m.Reverse(cr.GetBundle())
+		if err != nil {
+			t.Fatalf("%s %s: reverse: %v", rec.RecordKind(), rec.RecordID(), err)
+		}
+		setKind(rec)
+		if diff := cmp.Diff(rec, back); diff != "" {
+			t.Errorf("%s %s: round trip lost data (-want +got):\n%s", rec.RecordKind(), rec.RecordID(), diff)
+		}
+	}
+	if n < 40 {
+		t.Errorf("only %d intake/consent/plan records generated", n)
 	}
 }
