@@ -113,6 +113,37 @@ func KAPConcepts() []Concept {
 		add("role-"+r, "KAP "+r, "A clinician acting as KAP "+r+" (PractitionerRole.code).")
 	}
 
+	// Intake.
+	add("intake", "KAP intake", "The screening visit that decides whether a client is eligible for KAP (Encounter.type).")
+	for _, c := range kap.IndicationCodes {
+		add("indication-"+c, "KAP indication: "+c,
+			"The condition is a KAP indication of kind '"+c+"' (Condition.code, beside ICD-10-CM; 'trd' marks treatment-resistant depression, which has no ICD-10-CM code of its own).")
+	}
+	add("contraindication-screen", "KAP contraindication screen",
+		"The answered contraindication questions of an intake (Observation.code); one component per question, value = the prescriber's decision.")
+	for _, it := range kap.ScreenItems {
+		add("screen-"+it, "Contraindication: "+strings.ReplaceAll(it, "-", " "),
+			"Whether the contraindication '"+it+"' is present (contraindication-screen component code, valueBoolean).")
+	}
+	for _, o := range kap.ScreenOutcomes {
+		add("eligibility-"+o, "KAP eligibility: "+o, "The prescriber's eligibility decision '"+o+"' (contraindication-screen value).")
+	}
+	for _, c := range kap.MedicationClasses {
+		add("class-"+c, "Medication class: "+c,
+			"The medication belongs to the class '"+c+"'; benzodiazepines, stimulants, MAOIs and opioids are flagged for KAP (MedicationStatement.medicationCodeableConcept).")
+	}
+
+	// Consent.
+	add("escort-agreement", "Escort agreement", "The client agreed to be taken home by an escort after each dosing session (Consent.provision.provision.code).")
+	add("no-driving-8h", "No driving for 8 hours", "The client acknowledged not to drive or operate machinery for 8 hours after a session (Consent.provision.provision.code).")
+	add("share-ehr", "Share with an EHR", "The client consents to records being sent to the named EHR (Consent.provision.actor.role).")
+	add("share-payer", "Share with a payer", "The client consents to records being sent to the named payer (Consent.provision.actor.role).")
+
+	// Treatment plan.
+	for _, k := range []string{"preparation", "dosing", "integration", "follow-up"} {
+		add("sessions-"+k, "Planned "+k+" sessions", "The planned "+k+" sessions of a KAP treatment plan (CarePlan.activity.detail.code), with count and interval in scheduledTiming.")
+	}
+
 	sort.Slice(cs, func(i, j int) bool { return cs[i].Code < cs[j].Code })
 	return cs
 }
