@@ -80,13 +80,20 @@ func NewValidator(codec *fhir.Codec) *Validator {
 
 // Validate parses and validates FHIR JSON: the codec's checks first, then
 // the rules. It returns the parsed resource (nil when the JSON could not be
-// parsed) and an *kap.Error (EINVALID) listing every issue, or nil. Issues
-// with Severity "warning" alone do not make the document invalid; they are
-// returned in the error only when there are errors as well.
+// parsed) and an *kap.Error (EINVALID) listing every issue, or nil.
+// Warnings alone do not make the document invalid; they are in the error
+// only when there are errors as well (see ValidateWithWarnings).
 func (v *Validator) Validate(data []byte) (*bcrpb.ContainedResource, error) {
+	cr, _, err := v.ValidateWithWarnings(data)
+	return cr, err
+}
+
+// ValidateWithWarnings is Validate that also returns the warnings (of the
+// codec and of the rules) when the document is valid.
+func (v *Validator) ValidateWithWarnings(data []byte) (*bcrpb.ContainedResource, []kap.Issue, error) {
 	cr, err := v.codec.Unmarshal(data)
 	if cr == nil {
-		return nil, err
+		return nil, nil, err
 	}
 	var issues []kap.Issue
 	if err != nil {
@@ -104,16 +111,17 @@ func (v *Validator) Validate(data []byte) (*bcrpb.ContainedResource, error) {
 			issues = append(issues, is)
 		}
 	}
+	var warnings []kap.Issue
 	for _, is := range issues {
 		if is.Severity == "" || is.Severity == "error" {
-			return cr, &kap.Error{Code: kap.EINVALID, Message: "invalid FHIR resource", Issues: issues}
+			return cr, nil, &kap.Error{Code: kap.EINVALID, Message: "invalid FHIR resource", Issues: issues}
 		}
+		warnings = append(warnings, is)
 	}
-	return cr, nil
+	return cr, warnings, nil
 }
 
-// Warnings runs the rules and returns only the warnings (for callers that
-// report them next to a successful validation).
+// Warnings runs the rules and returns only their warnings.
 func (v *Validator) Warnings(data []byte) []kap.Issue {
 	issues, _ := v.Check(data)
 	var out []kap.Issue

@@ -176,6 +176,10 @@ func TestValidatorWarningOnly(t *testing.T) {
 	if len(w) != 1 || !strings.HasPrefix(w[0].Reason, "con-3:") {
 		t.Fatalf("want one con-3 warning, got %v", w)
 	}
+	cr, w2, err := v.ValidateWithWarnings([]byte(doc))
+	if err != nil || cr == nil || len(w2) != 1 || w2[0] != w[0] {
+		t.Fatalf("ValidateWithWarnings = %v, %v, %v; want the resource and the con-3 warning", cr, w2, err)
+	}
 }
 
 // TestValidatorMalformed: bad input gives an error naming the problem,
