@@ -96,6 +96,9 @@ func TestValidate(t *testing.T) {
 		{"fhir case variant", `{"resourceType":"Patient","Gender":"male"}`, 1, "", ""},
 		{"fhir empty object", `{"resourceType":"Patient","text":{}}`, 1, "text", "empty object"},
 		{"empty input", ``, 1, "", "malformed"},
+		// conformance rules on the inbound path
+		{"vital sign unit", `{"resourceType":"Observation","status":"final","category":[{"coding":[{"system":"http://terminology.hl7.org/CodeSystem/observation-category","code":"vital-signs"}]}],"code":{"coding":[{"system":"http://loinc.org","code":"8867-4"}]},"subject":{"reference":"Patient/p1"},"effectiveDateTime":"2026-01-01T10:00:00Z","valueQuantity":{"value":70,"unit":"bpm","system":"http://unitsofmeasure.org","code":"bpm"}}`, 1, "Observation.valueQuantity.code", "must be one of /min"},
+		{"duplicate fullUrl", `{"resourceType":"Bundle","type":"transaction","entry":[{"fullUrl":"urn:uuid:1","resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}},{"fullUrl":"urn:uuid:1","resource":{"resourceType":"Patient"},"request":{"method":"POST","url":"Patient"}}]}`, 1, "", "bdl-7"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 	"io"
 
 	"github.com/kapbridge/kap"
+	"github.com/kapbridge/kap/conformance"
 	"github.com/kapbridge/kap/fhir"
 	"github.com/kapbridge/kap/mapping"
 )
@@ -97,7 +98,7 @@ func (e *env) validateCmd(_ context.Context, args []string) int {
 		fmt.Fprintln(e.stderr, "kapbridge validate:", err)
 		return 2
 	}
-	verr, warnings := Validate(codec, data)
+	warnings, verr := Validate(conformance.NewValidator(codec), codec, data)
 	oo := fhir.Outcome(verr)
 	fhir.Warnings(oo, warnings)
 	out, err := codec.MarshalIndent(oo)
@@ -114,8 +115,10 @@ func (e *env) validateCmd(_ context.Context, args []string) int {
 }
 
 // Validate checks a kap/v1 record (and the FHIR it maps to) or a FHIR
-// resource or Bundle, and returns the error (nil if valid) and warnings.
-func Validate(codec *fhir.Codec, data []byte) (error, []kap.Issue) {
+// resource or Bundle (the gateway's inbound path: the codec's validating
+// unmarshal plus the conformance rules), and returns the warnings and the
+// error (nil if valid).
+func Validate(inbound *conformance.Validator, codec *fhir.Codec, data []byte) ([]kap.Issue, error) {
 	var head struct {
 		Kind         *string `json:"kind"`
 		ResourceType *string `json:"resourceType"`
@@ -123,13 +126,13 @@ func Validate(codec *fhir.Codec, data []byte) (error, []kap.Issue) {
 	if err := json.Unmarshal(data, &head); err != nil {
 		// Let the FHIR precheck describe the malformed JSON.
 		_, err := codec.Unmarshal(data)
-		return err, nil
+		return nil, err
 	}
 	switch {
 	case head.Kind != nil && head.ResourceType == nil:
 		rec, err := kap.DecodeRecord(data)
 		if err != nil {
-			return err, nil
+			return nil, err
 		}
 		var warnings []kap.Issue
 		if s, ok := rec.(*kap.DosingSession); ok {
@@ -137,13 +140,13 @@ func Validate(codec *fhir.Codec, data []byte) (error, []kap.Issue) {
 		}
 		m := mapping.New(codec, mapping.Options{})
 		if _, err := m.Map(rec, mapping.MapInput{}); err != nil {
-			return err, warnings
+			return warnings, err
 		}
-		return nil, warnings
+		return warnings, nil
 	case head.ResourceType != nil:
-		_, err := codec.Unmarshal(bytes.TrimSpace(data))
-		return err, nil
+		_, warnings, err := inbound.ValidateWithWarnings(bytes.TrimSpace(data))
+		return warnings, err
 	}
-	return &kap.Error{Code: kap.EINVALID, Message: "not a KAP record or a FHIR resource",
-		Issues: []kap.Issue{{Reason: `the document has neither "kind" (a kap/v1 record) nor "resourceType" (FHIR)`}}}, nil
+	return nil, &kap.Error{Code: kap.EINVALID, Message: "not a KAP record or a FHIR resource",
+		Issues: []kap.Issue{{Reason: `the document has neither "kind" (a kap/v1 record) nor "resourceType" (FHIR)`}}}
 }
