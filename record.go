@@ -121,25 +121,10 @@ func EncodeRecord(r Record) ([]byte, error) {
 	return json.Marshal(r)
 }
 
+// setKind sets the record's Kind field from RecordKind (every record type
+// has one).
 func setKind(r Record) {
-	switch v := r.(type) {
-	case *Client:
-		v.Kind = KindClient
-	case *Provider:
-		v.Kind = KindProvider
-	case *Intake:
-		v.Kind = KindIntake
-	case *Consent:
-		v.Kind = KindConsent
-	case *TreatmentPlan:
-		v.Kind = KindTreatmentPlan
-	case *DosingSession:
-		v.Kind = KindDosingSession
-	case *IntegrationSession:
-		v.Kind = KindIntegrationSession
-	case *Assessment:
-		v.Kind = KindAssessment
-	}
+	reflect.ValueOf(r).Elem().FieldByName("Kind").SetString(string(r.RecordKind()))
 }
 
 func kindList() string {
