@@ -31,6 +31,7 @@ commands:
                      OperationOutcome; exit 0 with no errors, 1 with errors
   generate           write synthetic courses (flags: --clients N --seed S --out DIR)
   capability         print the CapabilityStatement generated from what the gateway produces
+  serve              run the gateway's HTTP API (flags: --addr, --data-dir; see docs/api.md)
   help               this text
 `
 
@@ -51,6 +52,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return env.generateCmd(ctx, args[1:])
 	case "capability":
 		return env.capabilityCmd(ctx, args[1:])
+	case "serve":
+		return env.serveCmd(ctx, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -1,0 +1,124 @@
+// Package httpapi is the gateway's HTTP API on gin: the kap/v1 record routes,
+// $map, the FHIR $validate operation, health checks, and the middleware every
+// route shares (request id, PHI-safe access log, panic recovery, body-size
+// limit, API-key authentication). It is the only package that imports gin.
+//
+// Every error is a FHIR OperationOutcome (application/fhir+json); kap error
+// codes map to HTTP statuses in one table (statusOf).
+package httpapi
+
+import (
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/kapbridge/kap"
+	"github.com/kapbridge/kap/conformance"
+	"github.com/kapbridge/kap/fhir"
+	"github.com/kapbridge/kap/mapping"
+)
+
+// DefaultTarget is the delivery target new record versions are queued for
+// when Config.Targets is empty.
+const DefaultTarget = "ndjson"
+
+// Config configures the handler.
+type Config struct {
+	// Store is the durable state layer (required).
+	Store kap.Store
+	// Codec is the FHIR codec (required).
+	Codec *fhir.Codec
+	// Keys maps HashKey(apiKey) to the tenant the key belongs to.
+	Keys map[string]string
+	// Logger receives the access log; nil means slog.Default().
+	Logger *slog.Logger
+	// MaxBodyBytes bounds request bodies; default kap.MaxRecordBytes.
+	MaxBodyBytes int64
+	// Targets are the delivery targets every new record version is queued
+	// for; default [DefaultTarget].
+	Targets []string
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// HashKey returns the hex SHA-256 of an API key, the form Config.Keys holds.
+func HashKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return hex.EncodeToString(sum[:])
+}
+
+// NewKey returns a new random API key (32 bytes from crypto/rand, hex).
+func NewKey() (string, error) {
+	var b [32]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return "kap_" + hex.EncodeToString(b[:]), nil
+}
+
+type server struct {
+	cfg       Config
+	log       *slog.Logger
+	validator *conformance.Validator
+	mappers   map[string]*mapping.Mapper // tenant -> mapper
+}
+
+// New returns the HTTP handler.
+func New(cfg Config) (http.Handler, error) {
+	if cfg.Store == nil || cfg.Codec == nil {
+		return nil, fmt.Errorf("httpapi: Store and Codec are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = kap.MaxRecordBytes
+	}
+	if len(cfg.Targets) == 0 {
+		cfg.Targets = []string{DefaultTarget}
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	s := &server{cfg: cfg, log: cfg.Logger, validator: conformance.NewValidator(cfg.Codec),
+		mappers: map[string]*mapping.Mapper{}}
+	for _, tenant := range cfg.Keys {
+		if err := kap.ValidateName("tenant", tenant); err != nil {
+			return nil, fmt.Errorf("httpapi: %w", err)
+		}
+		if s.mappers[tenant] == nil {
+			s.mappers[tenant] = mapping.New(cfg.Codec, mapping.Options{Tenant: tenant, Now: cfg.Now})
+		}
+	}
+
+	// gin's debug mode prints every route to stdout at start-up; the mode
+	// is process-wide in gin, and the gateway never wants debug output.
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.HandleMethodNotAllowed = true
+	r.ContextWithFallback = true
+	r.Use(s.requestID, s.accessLog, s.recovery, s.limitBody)
+	r.NoRoute(func(c *gin.Context) {
+		s.fail(c, kap.Errorf(kap.ENOTFOUND, "no route for this path"))
+	})
+	r.NoMethod(func(c *gin.Context) {
+		s.failStatus(c, http.StatusMethodNotAllowed, kap.Errorf(kap.ENOTIMPLEMENTED, "method not allowed on this path"))
+	})
+	r.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
+	r.GET("/readyz", s.readyz)
+
+	api := r.Group("/kap/v1", s.auth)
+	api.POST("/$map", s.mapOnly)
+	api.POST("/:collection", s.putRecord)
+	api.GET("/:collection/:id", s.getRecord)
+
+	fh := r.Group("/fhir/r4", s.auth)
+	fh.POST("/$validate", s.validate)
+	return r, nil
+}

@@ -1,0 +1,192 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/kapbridge/kap/adapters/bolt"
+	"github.com/kapbridge/kap/adapters/httpapi"
+	"github.com/kapbridge/kap/fhir"
+)
+
+// Defaults of kapbridge serve.
+const (
+	defaultAddr      = "127.0.0.1:8080"
+	defaultDataDir   = "./kapbridge-data"
+	defaultTenant    = "default"
+	bootstrapKeyFile = "bootstrap-api-key"
+	shutdownTimeout  = 15 * time.Second
+)
+
+// serveConfig configures the server.
+type serveConfig struct {
+	Addr    string
+	DataDir string
+	Logger  *slog.Logger
+}
+
+// serveMain is a running gateway: Open starts it, Addr tells where it
+// listens, Close shuts it down gracefully.
+type serveMain struct {
+	cfg   serveConfig
+	store *bolt.Store
+	ln    net.Listener
+	srv   *http.Server
+	done  chan error
+}
+
+// Open opens the store, provisions the bootstrap key and starts listening.
+func (m *serveMain) Open() error {
+	cfg := &m.cfg
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create the data directory: %w", err)
+	}
+	key, keyPath, created, err := bootstrapKey(cfg.DataDir)
+	if err != nil {
+		return err
+	}
+	codec, err := fhir.NewCodec()
+	if err != nil {
+		return err
+	}
+	store, err := bolt.Open(filepath.Join(cfg.DataDir, "kap.db"), bolt.Options{})
+	if err != nil {
+		return err
+	}
+	h, err := httpapi.New(httpapi.Config{
+		Store:  store,
+		Codec:  codec,
+		Keys:   map[string]string{httpapi.HashKey(key): defaultTenant},
+		Logger: cfg.Logger,
+	})
+	if err != nil {
+		store.Close()
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		store.Close()
+		return err
+	}
+	m.store, m.ln = store, ln
+	m.srv = &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       time.Minute,
+		WriteTimeout:      time.Minute,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelWarn),
+	}
+	m.done = make(chan error, 1)
+	go func() { m.done <- m.srv.Serve(ln) }()
+	cfg.Logger.Info("kapbridge serving", "addr", ln.Addr().String(), "data_dir", cfg.DataDir,
+		"tenant", defaultTenant, "api_key_file", keyPath, "api_key_created", created)
+	return nil
+}
+
+// Addr returns the address the server listens on.
+func (m *serveMain) Addr() string { return m.ln.Addr().String() }
+
+// Close stops accepting requests, waits (up to shutdownTimeout) for the ones
+// in flight, and closes the store.
+func (m *serveMain) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	err := m.srv.Shutdown(ctx)
+	if serr := <-m.done; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
+		err = serr
+	}
+	if cerr := m.store.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// bootstrapKey returns the default tenant's API key, generating it and
+// writing it with mode 0600 on first start.
+func bootstrapKey(dir string) (key, path string, created bool, err error) {
+	path = filepath.Join(dir, bootstrapKeyFile)
+	data, err := os.ReadFile(path)
+	if err == nil {
+		key = strings.TrimSpace(string(data))
+		if key == "" {
+			return "", path, false, fmt.Errorf("%s is empty: delete it to generate a new key", path)
+		}
+		return key, path, false, nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return "", path, false, err
+	}
+	key, err = httpapi.NewKey()
+	if err != nil {
+		return "", path, false, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if err != nil {
+		return "", path, false, err
+	}
+	if _, err := f.WriteString(key + "\n"); err != nil {
+		f.Close()
+		return "", path, false, err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return "", path, false, err
+	}
+	return key, path, true, f.Close()
+}
+
+// serveCmd runs the gateway until ctx is cancelled (SIGINT/SIGTERM).
+func (e *env) serveCmd(ctx context.Context, args []string) int {
+	fs := newFlags("serve", e.stderr)
+	addr := fs.String("addr", envOr("KAPBRIDGE_ADDR", defaultAddr), "listen address (env KAPBRIDGE_ADDR)")
+	dataDir := fs.String("data-dir", envOr("KAPBRIDGE_DATA_DIR", defaultDataDir), "data directory (env KAPBRIDGE_DATA_DIR)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintln(e.stderr, "usage: kapbridge serve [--addr HOST:PORT] [--data-dir DIR]")
+		return 2
+	}
+	return serve(ctx, serveConfig{Addr: *addr, DataDir: *dataDir,
+		Logger: slog.New(slog.NewJSONHandler(e.stderr, nil))}, e.stderr)
+}
+
+func serve(ctx context.Context, cfg serveConfig, stderr io.Writer) int {
+	m := &serveMain{cfg: cfg}
+	if err := m.Open(); err != nil {
+		fmt.Fprintln(stderr, "kapbridge serve:", err)
+		return 2
+	}
+	select {
+	case <-ctx.Done():
+	case err := <-m.done:
+		m.done <- err // Close reads it
+	}
+	cfg.Logger.Info("kapbridge shutting down")
+	if err := m.Close(); err != nil {
+		fmt.Fprintln(stderr, "kapbridge serve:", err)
+		return 2
+	}
+	return 0
+}
+
+func envOr(name, def string) string {
+	if v := os.Getenv(name); v != "" {
+		return v
+	}
+	return def
+}
