@@ -74,6 +74,15 @@ type ListQuery struct {
 	Cursor   string    // from the previous page; "" for the first page
 }
 
+// PageSize returns the limit every implementation applies: Limit, or 100
+// when unset, and never more than 1000.
+func (q ListQuery) PageSize() int {
+	if q.Limit <= 0 {
+		return 100
+	}
+	return min(q.Limit, 1000)
+}
+
 // RetentionPolicy prunes old versions from the history. The latest version of
 // a record is never pruned. Zero values disable a rule.
 type RetentionPolicy struct {

@@ -225,11 +225,7 @@ func (r *records) ListByClient(ctx context.Context, tenant, clientID string, q k
 	if err := kap.ValidateID("clientId", clientID); err != nil {
 		return nil, "", err
 	}
-	limit := q.Limit
-	if limit <= 0 {
-		limit = 100
-	}
-	limit = min(limit, 1000)
+	limit := q.PageSize()
 	lo, hi := "-", "+"
 	if !q.From.IsZero() {
 		lo = "[" + dateHex(q.From)
