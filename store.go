@@ -490,3 +490,23 @@ func MessageFor(rec StoredRecord, target string, now time.Time) OutboxMessage {
 		EnqueuedAt: now,
 	}
 }
+
+// ValidateRecordKey checks the (tenant, kind, id) key of a stored record;
+// every RecordStore implementation calls it first.
+func ValidateRecordKey(tenant, kind, id string) error {
+	if err := ValidateName("tenant", tenant); err != nil {
+		return err
+	}
+	if err := ValidateName("kind", kind); err != nil {
+		return err
+	}
+	return ValidateID("id", id)
+}
+
+// ValidateIdempotencyKey checks the (tenant, key) of an idempotency entry.
+func ValidateIdempotencyKey(tenant, key string) error {
+	if err := ValidateName("tenant", tenant); err != nil {
+		return err
+	}
+	return ValidateID("idempotencyKey", key)
+}

@@ -145,15 +145,8 @@ type idemEntry struct {
 	Response    *kap.StoredResponse `json:"response,omitempty"`
 }
 
-func idemArgs(tenant, k string) error {
-	if err := kap.ValidateName("tenant", tenant); err != nil {
-		return err
-	}
-	return kap.ValidateID("idempotencyKey", k)
-}
-
 func (i *idem) Reserve(ctx context.Context, tenant, k, fingerprint string) (*kap.StoredResponse, error) {
-	if err := idemArgs(tenant, k); err != nil {
+	if err := kap.ValidateIdempotencyKey(tenant, k); err != nil {
 		return nil, err
 	}
 	s := (*Store)(i)
@@ -184,7 +177,7 @@ func (i *idem) Reserve(ctx context.Context, tenant, k, fingerprint string) (*kap
 }
 
 func (i *idem) Complete(ctx context.Context, tenant, k string, resp kap.StoredResponse) error {
-	if err := idemArgs(tenant, k); err != nil {
+	if err := kap.ValidateIdempotencyKey(tenant, k); err != nil {
 		return err
 	}
 	s := (*Store)(i)
@@ -205,7 +198,7 @@ func (i *idem) Complete(ctx context.Context, tenant, k string, resp kap.StoredRe
 }
 
 func (i *idem) Release(ctx context.Context, tenant, k string) error {
-	if err := idemArgs(tenant, k); err != nil {
+	if err := kap.ValidateIdempotencyKey(tenant, k); err != nil {
 		return err
 	}
 	return (*Store)(i).update(ctx, func(tx *bbolt.Tx) error {

@@ -98,18 +98,8 @@ func (r *records) Put(ctx context.Context, rec kap.StoredRecord, opt kap.PutOpti
 	return out, created, nil
 }
 
-func validKey(tenant, kind, id string) error {
-	if err := kap.ValidateName("tenant", tenant); err != nil {
-		return err
-	}
-	if err := kap.ValidateName("kind", kind); err != nil {
-		return err
-	}
-	return kap.ValidateID("id", id)
-}
-
 func (r *records) Get(ctx context.Context, tenant, kind, id string) (kap.StoredRecord, error) {
-	if err := validKey(tenant, kind, id); err != nil {
+	if err := kap.ValidateRecordKey(tenant, kind, id); err != nil {
 		return kap.StoredRecord{}, err
 	}
 	var out kap.StoredRecord
@@ -124,7 +114,7 @@ func (r *records) Get(ctx context.Context, tenant, kind, id string) (kap.StoredR
 }
 
 func (r *records) GetVersion(ctx context.Context, tenant, kind, id string, version int) (kap.StoredRecord, error) {
-	if err := validKey(tenant, kind, id); err != nil {
+	if err := kap.ValidateRecordKey(tenant, kind, id); err != nil {
 		return kap.StoredRecord{}, err
 	}
 	var out kap.StoredRecord
@@ -142,7 +132,7 @@ func (r *records) GetVersion(ctx context.Context, tenant, kind, id string, versi
 }
 
 func (r *records) History(ctx context.Context, tenant, kind, id string) ([]kap.StoredRecord, error) {
-	if err := validKey(tenant, kind, id); err != nil {
+	if err := kap.ValidateRecordKey(tenant, kind, id); err != nil {
 		return nil, err
 	}
 	var out []kap.StoredRecord

@@ -148,15 +148,8 @@ type idem Store
 
 func (i *idem) key(tenant, k string) string { return (*Store)(i).tp(tenant) + "idem:" + k }
 
-func idemArgs(tenant, k string) error {
-	if err := kap.ValidateName("tenant", tenant); err != nil {
-		return err
-	}
-	return kap.ValidateID("idempotencyKey", k)
-}
-
 func (i *idem) Reserve(ctx context.Context, tenant, k, fingerprint string) (*kap.StoredResponse, error) {
-	if err := idemArgs(tenant, k); err != nil {
+	if err := kap.ValidateIdempotencyKey(tenant, k); err != nil {
 		return nil, err
 	}
 	res, err := scriptReserve.Run(ctx, i.c, []string{i.key(tenant, k)}, fingerprint, i.opt.Now().UnixMilli(), i.opt.ReservationTTL.Milliseconds()).StringSlice()
@@ -182,7 +175,7 @@ func (i *idem) Reserve(ctx context.Context, tenant, k, fingerprint string) (*kap
 }
 
 func (i *idem) Complete(ctx context.Context, tenant, k string, resp kap.StoredResponse) error {
-	if err := idemArgs(tenant, k); err != nil {
+	if err := kap.ValidateIdempotencyKey(tenant, k); err != nil {
 		return err
 	}
 	data, err := json.Marshal(resp)
@@ -200,7 +193,7 @@ func (i *idem) Complete(ctx context.Context, tenant, k string, resp kap.StoredRe
 }
 
 func (i *idem) Release(ctx context.Context, tenant, k string) error {
-	if err := idemArgs(tenant, k); err != nil {
+	if err := kap.ValidateIdempotencyKey(tenant, k); err != nil {
 		return err
 	}
 	return wrap(scriptRelease.Run(ctx, i.c, []string{i.key(tenant, k)}).Err())

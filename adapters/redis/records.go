@@ -142,18 +142,8 @@ func (r *records) Put(ctx context.Context, rec kap.StoredRecord, opt kap.PutOpti
 	return kap.StoredRecord{}, false, kap.Errorf(kap.ECONFLICT, "the record is being changed concurrently; try again")
 }
 
-func validKey(tenant, kind, id string) error {
-	if err := kap.ValidateName("tenant", tenant); err != nil {
-		return err
-	}
-	if err := kap.ValidateName("kind", kind); err != nil {
-		return err
-	}
-	return kap.ValidateID("id", id)
-}
-
 func (r *records) Get(ctx context.Context, tenant, kind, id string) (kap.StoredRecord, error) {
-	if err := validKey(tenant, kind, id); err != nil {
+	if err := kap.ValidateRecordKey(tenant, kind, id); err != nil {
 		return kap.StoredRecord{}, err
 	}
 	recs, err := r.latest(ctx, r.recKey(tenant, kind, id))
@@ -167,7 +157,7 @@ func (r *records) Get(ctx context.Context, tenant, kind, id string) (kap.StoredR
 }
 
 func (r *records) GetVersion(ctx context.Context, tenant, kind, id string, version int) (kap.StoredRecord, error) {
-	if err := validKey(tenant, kind, id); err != nil {
+	if err := kap.ValidateRecordKey(tenant, kind, id); err != nil {
 		return kap.StoredRecord{}, err
 	}
 	v, err := r.c.HGet(ctx, r.recKey(tenant, kind, id), "v:"+strconv.Itoa(version)).Result()
@@ -201,7 +191,7 @@ func versions(h map[string]string) ([]kap.StoredRecord, error) {
 }
 
 func (r *records) History(ctx context.Context, tenant, kind, id string) ([]kap.StoredRecord, error) {
-	if err := validKey(tenant, kind, id); err != nil {
+	if err := kap.ValidateRecordKey(tenant, kind, id); err != nil {
 		return nil, err
 	}
 	h, err := r.c.HGetAll(ctx, r.recKey(tenant, kind, id)).Result()
