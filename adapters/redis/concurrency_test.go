@@ -3,7 +3,6 @@ package redis_test
 import (
 	"context"
 	"fmt"
-	"hash/fnv"
 	"sync"
 	"testing"
 	"time"
@@ -25,7 +24,6 @@ func TestTwoGatewaysTenThousand(t *testing.T) {
 	}
 	const total, clients = 10000, 200
 	srv := redistest.Start(t, redistest.Options{})
-	ctx := context.Background()
 	ten, tg := storetest.Uniq("clinic"), storetest.Uniq("ehr")
 	var gws [2]*kapredis.Store
 	for i := range gws {
@@ -34,17 +32,33 @@ func TestTwoGatewaysTenThousand(t *testing.T) {
 		gws[i] = kapredis.New(c, kapredis.Options{LeaseTTL: 5 * time.Second, Consumer: fmt.Sprintf("gw%d", i)})
 	}
 
-	// Per client, the messages in put order; client k is written by gateway k%2.
+	n, took := runTwoGateways(t, gws, tg, []string{ten}, clients, total)
+	t.Logf("%d records delivered once each by two gateways in %v (%d retried once)", total, took.Round(time.Millisecond), n)
+}
+
+// runTwoGateways has two gateways store total records, spread over the
+// tenants and clients (client k of a tenant is written by gateway k%2 only,
+// so put order is the order each client's messages must be delivered in),
+// while four workers per gateway deliver them to a recording target; one
+// delivery in ten fails once and is retried. It fails the test unless every
+// record arrives exactly once, in order per client, never two of a client at
+// the same time, and returns how many were retried and how long it took.
+func runTwoGateways(t *testing.T, gws [2]*kapredis.Store, tg string, tens []string, clients, total int) (int, time.Duration) {
+	t.Helper()
+	ctx := context.Background()
+	tenants := len(tens)
 	want := make([][]kap.OutboxMessage, 2)
 	var wg sync.WaitGroup
-	errs := make(chan error, 16)
+	errs := make(chan error, 32)
+	start := time.Now()
 	for g := range gws {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			for i := g; i < total; i += 2 {
-				cl := fmt.Sprintf("c%03d", (i/2)%(clients/2)*2+g)
-				rec := storetest.Rec(ten, "Observation", fmt.Sprintf("obs-%05d", i), cl, "x", time.Now())
+				ten := tens[(i/2)%tenants]
+				cn := fmt.Sprintf("c%03d", (i/2/tenants)%(clients/2)*2+g)
+				rec := storetest.Rec(ten, "Observation", fmt.Sprintf("obs-%05d", i), cn, "x", time.Now())
 				r, created, err := gws[g].Records().Put(ctx, rec, kap.PutOptions{Targets: []string{tg}})
 				if err != nil || !created {
 					errs <- fmt.Errorf("put %d: created=%v %v", i, created, err)
@@ -79,9 +93,7 @@ func TestTwoGatewaysTenThousand(t *testing.T) {
 						continue
 					}
 					for _, l := range ls {
-						h := fnv.New32a()
-						h.Write([]byte(l.Message.ID))
-						if h.Sum32()%10 == 0 {
+						if fnvMod10(l.Message.ID) == 0 {
 							if _, done := retried.LoadOrStore(l.Message.ID, true); !done {
 								a := kap.Attempt{At: time.Now(), Status: 503}
 								if err := ob.Retry(dctx, l, time.Now().Add(5*time.Millisecond), a); err != nil {
@@ -101,7 +113,6 @@ func TestTwoGatewaysTenThousand(t *testing.T) {
 			}()
 		}
 	}
-	start := time.Now()
 	wg.Wait()
 	workers.Wait()
 	close(errs)
@@ -112,12 +123,18 @@ func TestTwoGatewaysTenThousand(t *testing.T) {
 		t.Fatalf("timed out: %d of %d delivered", rec.Delivered(), total)
 	}
 	all := append(want[0], want[1]...)
+	if len(all) != total {
+		t.Fatalf("%d records put, want %d", len(all), total)
+	}
 	rec.Check(t, all)
 	n := 0
 	retried.Range(func(any, any) bool { n++; return true })
+	if n == 0 {
+		t.Fatal("no delivery was retried: the retry path was not exercised")
+	}
 	st, err := gws[0].Outbox().Stats(ctx, tg)
 	if err != nil || st.Depth != 0 {
 		t.Fatalf("after delivery: %+v %v", st, err)
 	}
-	t.Logf("%d records delivered once each by two gateways in %v (%d retried once)", total, time.Since(start).Round(time.Millisecond), n)
+	return n, time.Since(start)
 }
