@@ -1,7 +1,6 @@
 package httpapi
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -46,6 +45,13 @@ type Envelope struct {
 	Record   json.RawMessage `json:"record"`
 	Bundle   json.RawMessage `json:"bundle"`
 	Warnings []kap.Issue     `json:"warnings"`
+}
+
+// kapRoutes installs the /kap/v1 routes.
+func (s *server) kapRoutes(api *gin.RouterGroup) {
+	api.POST("/$map", s.mapOnly)
+	api.POST("/:collection", s.putRecord)
+	api.GET("/:collection/:id", s.getRecord)
 }
 
 // putTries bounds the retries of a Put that lost a race with another writer
@@ -216,29 +222,6 @@ func (s *server) mapOnly(c *gin.Context) {
 		return
 	}
 	s.outcome(c, http.StatusOK, bundle)
-}
-
-// validate is POST /fhir/r4/$validate: the conformance inbound validator
-// over a FHIR resource or Bundle; 200 with the OperationOutcome when valid
-// (warnings included), 422 when not.
-func (s *server) validate(c *gin.Context) {
-	data, err := s.readBody(c)
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	_, warnings, verr := s.validator.ValidateWithWarnings(bytes.TrimSpace(data))
-	if verr != nil && kap.ErrorCode(verr) != kap.EINVALID {
-		s.fail(c, verr)
-		return
-	}
-	oo := fhir.Outcome(verr)
-	fhir.Warnings(oo, warnings)
-	st := http.StatusOK
-	if verr != nil {
-		st = http.StatusUnprocessableEntity
-	}
-	s.outcome(c, st, oo)
 }
 
 // readyz answers 200 when the store answers a read, 503 otherwise.

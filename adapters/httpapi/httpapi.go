@@ -113,12 +113,7 @@ func New(cfg Config) (http.Handler, error) {
 	r.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
 	r.GET("/readyz", s.readyz)
 
-	api := r.Group("/kap/v1", s.auth)
-	api.POST("/$map", s.mapOnly)
-	api.POST("/:collection", s.putRecord)
-	api.GET("/:collection/:id", s.getRecord)
-
-	fh := r.Group("/fhir/r4", s.auth)
-	fh.POST("/$validate", s.validate)
+	s.kapRoutes(r.Group("/kap/v1", s.auth))
+	s.fhirRoutes(r.Group("/fhir/r4", s.auth))
 	return r, nil
 }
