@@ -61,6 +61,10 @@ type PutOptions struct {
 	// IfMatch, when > 0, is the version the caller expects to be the latest
 	// (HTTP If-Match). Put returns EPRECONDITION when it is not.
 	IfMatch int
+	// IfNoneMatch demands creation (HTTP If-None-Match: *): Put returns
+	// EPRECONDITION when any version of the record exists, even one with
+	// the same content. Of concurrent first writes exactly one succeeds.
+	IfNoneMatch bool
 	// Targets are the delivery targets the new version is queued for, in
 	// the same transaction as the record itself. Nothing is queued when the
 	// content equals the latest version.
@@ -208,6 +212,44 @@ type Outbox interface {
 	// Stats returns the depth, the oldest message and the dead-letter count
 	// of target across tenants.
 	Stats(ctx context.Context, target string) (OutboxStats, error)
+	// Release gives a leased message back without recording an attempt
+	// (a worker shutting down): it is due again at once, still at the
+	// head of its client's queue. Returns ECONFLICT like Ack.
+	Release(ctx context.Context, l Lease) error
+	// Status returns the state of one message of a tenant's target in
+	// O(1) (bbolt: O(log n)). Returns ENOTFOUND when the message is not
+	// queued and not dead-lettered: it was delivered (acknowledged) or
+	// never queued.
+	Status(ctx context.Context, tenant, target, id string) (MessageStatus, error)
+}
+
+// MessageState is where a message is in the outbox.
+type MessageState string
+
+// The states Outbox.Status reports.
+const (
+	// MessageQueued: waiting to be leased (due now, or behind an earlier
+	// message of the same client).
+	MessageQueued MessageState = "queued"
+	// MessageInFlight: leased by a worker until LeaseDeadline.
+	MessageInFlight MessageState = "in-flight"
+	// MessageRetrying: at least one attempt failed; due again at
+	// NextAttempt (zero when it is due now).
+	MessageRetrying MessageState = "retrying"
+	// MessageDead: dead-lettered; Reason and the attempts say why.
+	MessageDead MessageState = "dead"
+)
+
+// MessageStatus is the state of one outbox message.
+type MessageStatus struct {
+	ID            string       `json:"id"`
+	State         MessageState `json:"state"`
+	EnqueuedAt    time.Time    `json:"enqueuedAt"`
+	LeaseDeadline time.Time    `json:"leaseDeadline,omitzero"` // in-flight
+	NextAttempt   time.Time    `json:"nextAttempt,omitzero"`   // retrying
+	Attempts      []Attempt    `json:"attempts,omitempty"`     // with the target's OperationOutcome
+	Reason        string       `json:"reason,omitempty"`       // dead
+	DeadAt        time.Time    `json:"deadAt,omitzero"`        // dead
 }
 
 // LedgerState is the state of the last write of a resource to a target.

@@ -447,3 +447,88 @@ func (o *outbox) Stats(ctx context.Context, target string) (kap.OutboxStats, err
 	})
 	return st, err
 }
+
+func (o *outbox) Release(ctx context.Context, l kap.Lease) error {
+	if err := validLease(l); err != nil {
+		return err
+	}
+	s := (*Store)(o)
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		_, st, ck, err := checkLease(tx, l)
+		if err != nil {
+			return err
+		}
+		m := l.Message
+		rb := tx.Bucket(bReady)
+		if err := rb.Delete(readyKey(m.Target, st.ReadyAt, m.Tenant, m.ClientID)); err != nil {
+			return err
+		}
+		// Leased=false fences the old token; the next Lease bumps it.
+		st.Leased = false
+		st.ReadyAt = s.opt.Now().UnixNano()
+		if err := putJSON(tx.Bucket(bObClient), ck, st); err != nil {
+			return err
+		}
+		return rb.Put(readyKey(m.Target, st.ReadyAt, m.Tenant, m.ClientID), nil)
+	})
+}
+
+func (o *outbox) Status(ctx context.Context, tenant, target, id string) (kap.MessageStatus, error) {
+	if err := kap.ValidateName("tenant", tenant); err != nil {
+		return kap.MessageStatus{}, err
+	}
+	if err := kap.ValidateName("target", target); err != nil {
+		return kap.MessageStatus{}, err
+	}
+	if err := kap.ValidateID("id", id); err != nil {
+		return kap.MessageStatus{}, err
+	}
+	s := (*Store)(o)
+	var out kap.MessageStatus
+	err := s.view(ctx, func(tx *bbolt.Tx) error {
+		out = kap.MessageStatus{ID: id}
+		idk := key(str(tenant), str(target), str(id))
+		if dk := tx.Bucket(bDLID).Get(idk); dk != nil {
+			var dl kap.DeadLetter
+			if _, err := getJSON(tx.Bucket(bDL), dk, &dl); err != nil {
+				return err
+			}
+			out.State, out.EnqueuedAt, out.Attempts = kap.MessageDead, dl.Message.EnqueuedAt, dl.Message.Attempts
+			out.Reason, out.DeadAt = dl.Reason, dl.DeadAt
+			return nil
+		}
+		obk := tx.Bucket(bObID).Get(idk)
+		if obk == nil {
+			return kap.Errorf(kap.ENOTFOUND, "no queued or dead-lettered message with that id")
+		}
+		var m kap.OutboxMessage
+		if found, err := getJSON(tx.Bucket(bOb), obk, &m); err != nil || !found {
+			if err == nil {
+				err = kap.Errorf(kap.ENOTFOUND, "no queued or dead-lettered message with that id")
+			}
+			return err
+		}
+		out.EnqueuedAt, out.Attempts = m.EnqueuedAt, m.Attempts
+		out.State = kap.MessageQueued
+		if len(m.Attempts) > 0 {
+			out.State = kap.MessageRetrying
+		}
+		hk, _, err := head(tx, tenant, target, m.ClientID)
+		if err != nil || !bytes.Equal(hk, obk) {
+			return err
+		}
+		var st clientState
+		if _, err := getJSON(tx.Bucket(bObClient), key(str(tenant), str(target), str(m.ClientID)), &st); err != nil {
+			return err
+		}
+		now := s.opt.Now().UnixNano()
+		switch {
+		case st.Leased && st.ReadyAt > now:
+			out.State, out.LeaseDeadline = kap.MessageInFlight, time.Unix(0, st.ReadyAt)
+		case !st.Leased && len(m.Attempts) > 0 && st.ReadyAt > now:
+			out.NextAttempt = time.Unix(0, st.ReadyAt)
+		}
+		return nil
+	})
+	return out, err
+}

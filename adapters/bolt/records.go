@@ -46,6 +46,9 @@ func (r *records) Put(ctx context.Context, rec kap.StoredRecord, opt kap.PutOpti
 		if err != nil {
 			return err
 		}
+		if opt.IfNoneMatch && found {
+			return kap.Errorf(kap.EPRECONDITION, "the record already exists (version %d)", cur.Version)
+		}
 		if opt.IfMatch > 0 && (!found || cur.Version != opt.IfMatch) {
 			return kap.Errorf(kap.EPRECONDITION, "the record is not at version %d", opt.IfMatch)
 		}

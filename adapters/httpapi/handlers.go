@@ -136,7 +136,9 @@ func (s *server) putRecord(c *gin.Context) {
 			ContentHash: hash, Date: rec.RecordDate(), Record: canonical, Bundle: bjson,
 			Resources: resources(bundle),
 		}
-		stored, created, err := recs.Put(ctx, sr, kap.PutOptions{IfMatch: latest.Version, Targets: s.cfg.Targets})
+		// A first version is created with IfNoneMatch: of concurrent first
+		// writes one wins and the others map again for version 2.
+		stored, created, err := recs.Put(ctx, sr, kap.PutOptions{IfMatch: latest.Version, IfNoneMatch: latest.Version == 0, Targets: s.cfg.Targets})
 		if kap.ErrorCode(err) == kap.EPRECONDITION && try+1 < putTries {
 			continue
 		}

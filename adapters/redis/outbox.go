@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
@@ -109,7 +110,8 @@ func (o *outbox) Lease(ctx context.Context, target string, max int) ([]kap.Lease
 		ob := s.obp(ten, target)
 		now := s.opt.Now()
 		res, err := scriptLease.Run(ctx, s.c, []string{ob + "s"},
-			ob, s.opt.Consumer, s.opt.LeaseTTL.Milliseconds(), max-len(out), ms(now)).Slice()
+			ob, s.opt.Consumer, s.opt.LeaseTTL.Milliseconds(), max-len(out), ms(now),
+			time.Now().Add(s.opt.LeaseTTL).UnixMilli()).Slice()
 		if err != nil {
 			return out, wrap(err)
 		}
@@ -337,4 +339,86 @@ func (o *outbox) Stats(ctx context.Context, target string) (kap.OutboxStats, err
 		}
 	}
 	return st, nil
+}
+
+func (o *outbox) Release(ctx context.Context, l kap.Lease) error {
+	return (*Store)(o).runLease(ctx, scriptReleaseLease, l)
+}
+
+func (o *outbox) Status(ctx context.Context, tenant, target, id string) (kap.MessageStatus, error) {
+	if err := tenantTarget(tenant, target); err != nil {
+		return kap.MessageStatus{}, err
+	}
+	if err := kap.ValidateID("id", id); err != nil {
+		return kap.MessageStatus{}, err
+	}
+	s := (*Store)(o)
+	ob := s.obp(tenant, target)
+	res, err := scriptStatus.Run(ctx, s.c, []string{ob + "s"}, ob, id).Slice()
+	if err != nil {
+		return kap.MessageStatus{}, wrap(err)
+	}
+	str := func(i int) string {
+		if i < len(res) {
+			v, _ := res[i].(string)
+			return v
+		}
+		return ""
+	}
+	attempts := func(i int) ([]kap.Attempt, error) {
+		list, _ := res[i].([]any)
+		var out []kap.Attempt
+		for _, a := range list {
+			as, _ := a.(string)
+			var at kap.Attempt
+			if err := json.Unmarshal([]byte(as), &at); err != nil {
+				return nil, wrap(err)
+			}
+			out = append(out, at)
+		}
+		return out, nil
+	}
+	st := kap.MessageStatus{ID: id}
+	switch str(0) {
+	case "m":
+		var m kap.OutboxMessage
+		if err := json.Unmarshal([]byte(str(1)), &m); err != nil {
+			return kap.MessageStatus{}, wrap(err)
+		}
+		st.EnqueuedAt = m.EnqueuedAt
+		if st.Attempts, err = attempts(5); err != nil {
+			return kap.MessageStatus{}, err
+		}
+		lease, _ := strconv.ParseInt(str(2), 10, 64)
+		delay, _ := strconv.ParseFloat(str(3), 64)
+		switch {
+		case str(4) == "1" && lease > time.Now().UnixMilli():
+			st.State, st.LeaseDeadline = kap.MessageInFlight, time.UnixMilli(lease)
+		case str(4) == "1" && str(3) != "":
+			st.State, st.NextAttempt = kap.MessageRetrying, time.UnixMilli(int64(delay))
+		case len(st.Attempts) > 0:
+			st.State = kap.MessageRetrying
+		default:
+			st.State = kap.MessageQueued
+		}
+		return st, nil
+	case "d":
+		var m kap.OutboxMessage
+		if err := json.Unmarshal([]byte(str(1)), &m); err != nil {
+			return kap.MessageStatus{}, wrap(err)
+		}
+		st.State, st.EnqueuedAt = kap.MessageDead, m.EnqueuedAt
+		if meta := str(2); meta != "" {
+			var dm deadMeta
+			if err := json.Unmarshal([]byte(meta), &dm); err != nil {
+				return kap.MessageStatus{}, wrap(err)
+			}
+			st.Reason, st.DeadAt = dm.Reason, dm.DeadAt
+		}
+		if st.Attempts, err = attempts(3); err != nil {
+			return kap.MessageStatus{}, err
+		}
+		return st, nil
+	}
+	return kap.MessageStatus{}, kap.Errorf(kap.ENOTFOUND, "no queued or dead-lettered message with that id")
 }

@@ -83,6 +83,9 @@ func (r *records) Put(ctx context.Context, rec kap.StoredRecord, opt kap.PutOpti
 			return kap.StoredRecord{}, false, err
 		}
 		cur := curs[0]
+		if opt.IfNoneMatch && cur != nil {
+			return kap.StoredRecord{}, false, kap.Errorf(kap.EPRECONDITION, "the record already exists (version %d)", cur.Version)
+		}
 		if opt.IfMatch > 0 && (cur == nil || cur.Version != opt.IfMatch) {
 			return kap.StoredRecord{}, false, kap.Errorf(kap.EPRECONDITION, "the record is not at version %d", opt.IfMatch)
 		}

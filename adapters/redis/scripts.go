@@ -83,7 +83,7 @@ return out
 `)
 
 // scriptLease: KEYS[1] = stream. ARGV = ob prefix, consumer, min idle ms,
-// count, nowMs. Promotes due delayed clients, reclaims entries idle longer
+// count, nowMs, lease deadline ms (for Status). Promotes due delayed clients, reclaims entries idle longer
 // than the lease (XAUTOCLAIM), reads new entries, and leases each entry's
 // client head: bumps the message's fencing token. Returns a list of {entry
 // id, token, message json, attempts...}.
@@ -120,6 +120,7 @@ for _, e in ipairs(entries) do
     redis.call('XDEL', s, eid)
   else
     local tok = redis.call('HINCRBY', ob .. 'tok', id, 1)
+    redis.call('HSET', ob .. 'lease', id, ARGV[6])
     local item = {eid, tostring(tok), redis.call('HGET', ob .. 'msgs', id)}
     for _, a in ipairs(redis.call('LRANGE', ob .. 'att:' .. id, 0, -1)) do table.insert(item, a) end
     table.insert(out, item)
@@ -139,6 +140,7 @@ local function release_head()
   redis.call('LPOP', q)
   redis.call('HDEL', ob .. 'msgs', id)
   redis.call('HDEL', ob .. 'tok', id)
+  redis.call('HDEL', ob .. 'lease', id)
   redis.call('ZREM', ob .. 'age', id)
   redis.call('XACK', s, 'w', eid)
   redis.call('XDEL', s, eid)
@@ -158,10 +160,42 @@ return 1
 var scriptRetry = goredis.NewScript(luaCheck + `
 redis.call('RPUSH', ob .. 'att:' .. id, ARGV[7])
 redis.call('HINCRBY', ob .. 'tok', id, 1)
+redis.call('HDEL', ob .. 'lease', id)
 redis.call('XACK', s, 'w', eid)
 redis.call('XDEL', s, eid)
 redis.call('ZADD', ob .. 'delay', ARGV[6], client)
 return 1
+`)
+
+// scriptRelease: ARGV as luaCheck. Fences the lease (bumps the token) and
+// makes the client due again at once without recording an attempt.
+var scriptReleaseLease = goredis.NewScript(luaCheck + `
+redis.call('HINCRBY', ob .. 'tok', id, 1)
+redis.call('HDEL', ob .. 'lease', id)
+redis.call('XACK', s, 'w', eid)
+redis.call('XDEL', s, eid)
+redis.call('XADD', s, '*', 'c', client)
+return 1
+`)
+
+// scriptStatus: KEYS[1] = stream; ARGV = ob prefix, id. Returns {'m',
+// message json, lease deadline ms or empty, retry ms or empty, is head 1/0,
+// attempts}, {'d', message json, meta json, attempts} or {'n'}.
+var scriptStatus = goredis.NewScript(`
+local ob, id = ARGV[1], ARGV[2]
+local atts = redis.call('LRANGE', ob .. 'att:' .. id, 0, -1)
+local m = redis.call('HGET', ob .. 'msgs', id)
+if m then
+  local client = cjson.decode(m)['clientId']
+  local head = redis.call('LINDEX', ob .. 'q:' .. client, 0)
+  if head ~= id then return {'m', m, '', '', '0', atts} end
+  local lease = redis.call('HGET', ob .. 'lease', id) or ''
+  local delay = redis.call('ZSCORE', ob .. 'delay', client) or ''
+  return {'m', m, lease, delay, '1', atts}
+end
+local d = redis.call('HGET', ob .. 'dl', id)
+if d then return {'d', d, redis.call('HGET', ob .. 'dlmeta', id) or '', atts} end
+return {'n'}
 `)
 
 // scriptDeadLetter: ARGV as luaCheck, then dead ms, attempt json, meta json.

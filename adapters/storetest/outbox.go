@@ -215,6 +215,104 @@ func RunOutbox(t *testing.T, f Factory) {
 			t.Fatalf("%d dead letters after replay", len(dls))
 		}
 	})
+	t.Run("Release", func(t *testing.T) {
+		s, clock := open(t, f)
+		ob := s.Outbox()
+		ten, tg := Uniq("clinic"), Uniq("ehr")
+		must(t, ob.Enqueue(ctx, Msg(ten, tg, "c1", 1), Msg(ten, tg, "c1", 2)))
+		ls := lease(t, ob, tg, 10)
+		if len(ls) != 1 {
+			t.Fatalf("leased %v", ids(ls))
+		}
+		must(t, ob.Release(ctx, ls[0]))
+		wantCode(t, ob.Release(ctx, ls[0]), kap.ECONFLICT) // released twice
+		wantCode(t, ob.Ack(ctx, ls[0]), kap.ECONFLICT)     // the old lease is fenced
+		again := lease(t, ob, tg, 10)
+		if len(again) != 1 || again[0].Message.ID != "c1/m000001" {
+			t.Fatalf("after release: lease = %v, want the same head at once", ids(again))
+		}
+		if len(again[0].Message.Attempts) != 0 {
+			t.Fatalf("release recorded an attempt: %+v", again[0].Message.Attempts)
+		}
+		wantCode(t, ob.Release(ctx, ls[0]), kap.ECONFLICT)
+		// A release after a retry is fenced too.
+		must(t, ob.Retry(ctx, again[0], clock.Now(), kap.Attempt{At: clock.Now(), Status: 503}))
+		wantCode(t, ob.Release(ctx, again[0]), kap.ECONFLICT)
+		third := lease(t, ob, tg, 10)
+		if len(third) != 1 || third[0].Message.ID != "c1/m000001" || len(third[0].Message.Attempts) != 1 {
+			t.Fatalf("after retry: lease = %v", ids(third))
+		}
+		must(t, ob.Release(ctx, third[0]))
+		fourth := lease(t, ob, tg, 10)
+		if len(fourth) != 1 || len(fourth[0].Message.Attempts) != 1 {
+			t.Fatalf("release changed the attempts: %v", ids(fourth))
+		}
+		must(t, ob.Ack(ctx, fourth[0]))
+		wantCode(t, ob.Release(ctx, kap.Lease{Message: Msg(ten, tg, "c1", 2)}), kap.EINVALID) // no token
+	})
+	t.Run("Status", func(t *testing.T) {
+		s, clock := open(t, f)
+		ob := s.Outbox()
+		ten, tg := Uniq("clinic"), Uniq("ehr")
+		status := func(id string) kap.MessageStatus {
+			t.Helper()
+			st, err := ob.Status(ctx, ten, tg, id)
+			must(t, err)
+			if st.ID != id {
+				t.Fatalf("status id = %q, want %q", st.ID, id)
+			}
+			return st
+		}
+		_, err := ob.Status(ctx, ten, tg, "c1/m000001")
+		wantCode(t, err, kap.ENOTFOUND)
+		must(t, ob.Enqueue(ctx, Msg(ten, tg, "c1", 1), Msg(ten, tg, "c1", 2)))
+		for _, id := range []string{"c1/m000001", "c1/m000002"} {
+			if st := status(id); st.State != kap.MessageQueued || st.EnqueuedAt.IsZero() || len(st.Attempts) != 0 {
+				t.Fatalf("status of %s = %+v, want queued", id, st)
+			}
+		}
+		ls := lease(t, ob, tg, 10)
+		st := status("c1/m000001")
+		if st.State != kap.MessageInFlight || st.LeaseDeadline.Sub(ls[0].Deadline).Abs() > time.Second {
+			t.Fatalf("leased status = %+v, want in-flight until %v", st, ls[0].Deadline)
+		}
+		if st := status("c1/m000002"); st.State != kap.MessageQueued {
+			t.Fatalf("status behind a lease = %+v, want queued", st)
+		}
+		at := clock.Now().Add(time.Hour)
+		must(t, ob.Retry(ctx, ls[0], at, kap.Attempt{At: clock.Now(), Status: 503, Error: "unavailable"}))
+		st = status("c1/m000001")
+		if st.State != kap.MessageRetrying || st.NextAttempt.Sub(at).Abs() > time.Millisecond || len(st.Attempts) != 1 || st.Attempts[0].Status != 503 {
+			t.Fatalf("retrying status = %+v, want retrying at %v with 1 attempt", st, at)
+		}
+		clock.Advance(2 * time.Hour)
+		ls = lease(t, ob, tg, 10)
+		if len(ls) != 1 {
+			t.Fatalf("leased %v after the retry time", ids(ls))
+		}
+		if st := status("c1/m000001"); st.State != kap.MessageInFlight || len(st.Attempts) != 1 {
+			t.Fatalf("re-leased status = %+v", st)
+		}
+		outcome := json.RawMessage(`{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid"}]}`)
+		must(t, ob.DeadLetter(ctx, ls[0], "target rejected the bundle", kap.Attempt{At: clock.Now(), Status: 422, OperationOutcome: outcome}))
+		st = status("c1/m000001")
+		if st.State != kap.MessageDead || st.Reason != "target rejected the bundle" || st.DeadAt.IsZero() || len(st.Attempts) != 2 || st.Attempts[1].Status != 422 {
+			t.Fatalf("dead status = %+v", st)
+		}
+		jsonEq(t, st.Attempts[1].OperationOutcome, outcome)
+		ls = lease(t, ob, tg, 10)
+		must(t, ob.Ack(ctx, ls[0]))
+		_, err = ob.Status(ctx, ten, tg, "c1/m000002") // delivered
+		wantCode(t, err, kap.ENOTFOUND)
+		_, err = ob.Status(ctx, Uniq("clinic"), tg, "c1/m000001") // another tenant
+		wantCode(t, err, kap.ENOTFOUND)
+		must(t, ob.Replay(ctx, ten, tg, "c1/m000001"))
+		if st := status("c1/m000001"); st.State != kap.MessageRetrying || len(st.Attempts) != 2 || !st.NextAttempt.IsZero() {
+			t.Fatalf("replayed status = %+v, want retrying (due now) with 2 attempts", st)
+		}
+		_, err = ob.Status(ctx, ten, tg, "")
+		wantCode(t, err, kap.EINVALID)
+	})
 	t.Run("EnqueueOnceAndStats", func(t *testing.T) {
 		s, _ := open(t, f)
 		ob := s.Outbox()

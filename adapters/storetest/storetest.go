@@ -182,6 +182,50 @@ func RunRecordStore(t *testing.T, f Factory) {
 			t.Fatalf("after failed If-Match: version %d hash %s", got.Version, got.ContentHash)
 		}
 	})
+	t.Run("IfNoneMatch", func(t *testing.T) {
+		s, _ := open(t, f)
+		rs := s.Records()
+		ten, tg := Uniq("clinic"), Uniq("ehr")
+		// Concurrent first writes with different content: exactly one
+		// creates version 1, the others get EPRECONDITION.
+		const writers = 8
+		var wg sync.WaitGroup
+		errs := make([]error, writers)
+		for i := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				_, _, errs[i] = rs.Put(ctx, Rec(ten, "Intake", "i-1", "c-1", fmt.Sprint("w", i), day0),
+					kap.PutOptions{IfNoneMatch: true, Targets: []string{tg}})
+			}()
+		}
+		wg.Wait()
+		ok := 0
+		for _, err := range errs {
+			if err == nil {
+				ok++
+			} else {
+				wantCode(t, err, kap.EPRECONDITION)
+			}
+		}
+		if ok != 1 {
+			t.Fatalf("%d of %d concurrent If-None-Match puts succeeded, want 1", ok, writers)
+		}
+		h, err := rs.History(ctx, ten, "Intake", "i-1")
+		must(t, err)
+		if len(h) != 1 || h[0].Version != 1 {
+			t.Fatalf("history versions = %v, want [1]", versions(h))
+		}
+		// Even the same content is refused once the record exists.
+		_, _, err = rs.Put(ctx, h[0], kap.PutOptions{IfNoneMatch: true})
+		wantCode(t, err, kap.EPRECONDITION)
+		// Exactly one message was queued.
+		ls, err := s.Outbox().Lease(ctx, tg, 10)
+		must(t, err)
+		if n := len(ls); n != 1 {
+			t.Fatalf("%d messages queued for the tenant, want 1", n)
+		}
+	})
 	t.Run("TenantIsolation", func(t *testing.T) {
 		s, _ := open(t, f)
 		rs := s.Records()
