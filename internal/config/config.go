@@ -38,6 +38,10 @@ type Tenant struct {
 	IdentifierBase string     `json:"identifierBase,omitempty"`
 	ClinicName     string     `json:"clinicName,omitempty"`
 	RateLimit      *RateLimit `json:"rateLimit,omitempty"`
+	// Bootstrap: the key in <dataDir>/bootstrap-api-key (generated on
+	// first start, mode 0600) is also a key of this tenant. The implicit
+	// default tenant has it.
+	Bootstrap bool `json:"bootstrap,omitempty"`
 }
 
 // APIKey is one hashed API key of a tenant.
