@@ -65,6 +65,8 @@ func NewRecord(k Kind) Record {
 		return &IntegrationSession{}
 	case KindAssessment:
 		return &Assessment{}
+	case KindCoverage:
+		return &Coverage{}
 	}
 	return nil
 }
