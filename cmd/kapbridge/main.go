@@ -31,7 +31,10 @@ commands:
                      OperationOutcome; exit 0 with no errors, 1 with errors
   generate           write synthetic courses (flags: --clients N --seed S --out DIR)
   capability         print the CapabilityStatement generated from what the gateway produces
-  serve              run the gateway's HTTP API (flags: --addr, --data-dir; see docs/api.md)
+  serve              run the gateway's HTTP API (flags: --config, --addr, --data-dir, --redis-url,
+                     --role; see docs/api.md and docs/configuration.md)
+  config             check the configuration and print the effective one (same flags as serve)
+  hash-key           print the SHA-256 of the API key on stdin (--new: make a new key)
   help               this text
 `
 
@@ -54,6 +57,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return env.capabilityCmd(ctx, args[1:])
 	case "serve":
 		return env.serveCmd(ctx, args[1:])
+	case "config":
+		return env.configCmd(ctx, args[1:])
+	case "hash-key":
+		return env.hashKeyCmd(ctx, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

@@ -11,12 +11,14 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/kapbridge/kap/adapters/bolt"
 	"github.com/kapbridge/kap/adapters/httpapi"
 	"github.com/kapbridge/kap/fhir"
+	"github.com/kapbridge/kap/internal/config"
 )
 
 // Defaults of kapbridge serve.
@@ -30,6 +32,10 @@ const (
 
 // serveConfig configures the server.
 type serveConfig struct {
+	// Config is the loaded configuration (internal/config); the zero value
+	// is the default start (one tenant holding the bootstrap key).
+	Config config.Config
+	// Addr and DataDir, when set, override Config's.
 	Addr    string
 	DataDir string
 	Logger  *slog.Logger
@@ -51,12 +57,27 @@ func (m *serveMain) Open() error {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Addr != "" {
+		cfg.Config.Addr = cfg.Addr
+	}
+	if cfg.DataDir != "" {
+		cfg.Config.DataDir = cfg.DataDir
+	}
+	cfg.Config.SetDefaults()
+	if err := cfg.Config.Validate(os.Getenv); err != nil {
+		return err
+	}
+	cfg.Addr, cfg.DataDir = cfg.Config.Addr, cfg.Config.DataDir
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create the data directory: %w", err)
 	}
-	key, keyPath, created, err := bootstrapKey(cfg.DataDir)
-	if err != nil {
-		return err
+	var key, keyPath string
+	var created bool
+	if slices.ContainsFunc(cfg.Config.Tenants, func(t config.Tenant) bool { return t.Bootstrap }) {
+		var err error
+		if key, keyPath, created, err = bootstrapKey(cfg.DataDir); err != nil {
+			return err
+		}
 	}
 	codec, err := fhir.NewCodec()
 	if err != nil {
@@ -69,7 +90,7 @@ func (m *serveMain) Open() error {
 	h, err := httpapi.New(httpapi.Config{
 		Store:  store,
 		Codec:  codec,
-		Keys:   map[string]string{httpapi.HashKey(key): defaultTenant},
+		Keys:   serveKeys(cfg.Config, key),
 		Logger: cfg.Logger,
 	})
 	if err != nil {
@@ -93,7 +114,7 @@ func (m *serveMain) Open() error {
 	m.done = make(chan error, 1)
 	go func() { m.done <- m.srv.Serve(ln) }()
 	cfg.Logger.Info("kapbridge serving", "addr", ln.Addr().String(), "data_dir", cfg.DataDir,
-		"tenant", defaultTenant, "api_key_file", keyPath, "api_key_created", created)
+		"tenants", len(cfg.Config.Tenants), "api_key_file", keyPath, "api_key_created", created)
 	return nil
 }
 
@@ -152,16 +173,20 @@ func bootstrapKey(dir string) (key, path string, created bool, err error) {
 // serveCmd runs the gateway until ctx is cancelled (SIGINT/SIGTERM).
 func (e *env) serveCmd(ctx context.Context, args []string) int {
 	fs := newFlags("serve", e.stderr)
-	addr := fs.String("addr", envOr("KAPBRIDGE_ADDR", defaultAddr), "listen address (env KAPBRIDGE_ADDR)")
-	dataDir := fs.String("data-dir", envOr("KAPBRIDGE_DATA_DIR", defaultDataDir), "data directory (env KAPBRIDGE_DATA_DIR)")
+	cf := addConfigFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() != 0 {
-		fmt.Fprintln(e.stderr, "usage: kapbridge serve [--addr HOST:PORT] [--data-dir DIR]")
+		fmt.Fprintln(e.stderr, "usage: kapbridge serve [--config FILE] [--addr HOST:PORT] [--data-dir DIR] [--redis-url URL] [--role api|worker|all]")
 		return 2
 	}
-	return serve(ctx, serveConfig{Addr: *addr, DataDir: *dataDir,
+	conf, err := cf.load(os.Getenv)
+	if err != nil {
+		printConfigError(e.stderr, "serve", err)
+		return 2
+	}
+	return serve(ctx, serveConfig{Config: conf,
 		Logger: slog.New(slog.NewJSONHandler(e.stderr, nil))}, e.stderr)
 }
 
@@ -189,4 +214,19 @@ func envOr(name, def string) string {
 		return v
 	}
 	return def
+}
+
+// serveKeys maps the hash of every configured API key (and of the bootstrap
+// key, for the tenants that hold it) to its tenant.
+func serveKeys(cfg config.Config, bootstrap string) map[string]string {
+	keys := map[string]string{}
+	for _, t := range cfg.Tenants {
+		for _, k := range t.APIKeys {
+			keys[strings.ToLower(k.SHA256)] = t.Name
+		}
+		if t.Bootstrap && bootstrap != "" {
+			keys[httpapi.HashKey(bootstrap)] = t.Name
+		}
+	}
+	return keys
 }
