@@ -336,6 +336,13 @@ type StoredResponse struct {
 	Body    []byte            `json:"body,omitempty"`
 }
 
+// The ECONFLICT errors of Idempotency.Reserve; adapters return these values
+// so callers can tell them apart with errors.Is.
+var (
+	ErrIdempotencyKeyReused   = Errorf(ECONFLICT, "the Idempotency-Key was used for a different request")
+	ErrIdempotencyKeyInFlight = Errorf(ECONFLICT, "a request with this Idempotency-Key is in progress")
+)
+
 // Idempotency remembers the first response to an Idempotency-Key of a tenant.
 type Idempotency interface {
 	// Reserve claims key for a request whose content hashes to

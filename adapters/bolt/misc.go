@@ -163,10 +163,10 @@ func (i *idem) Reserve(ctx context.Context, tenant, k, fingerprint string) (*kap
 		}
 		if found && e.Until > now.UnixNano() {
 			if e.Fingerprint != fingerprint {
-				return kap.Errorf(kap.ECONFLICT, "the Idempotency-Key was used for a different request")
+				return kap.ErrIdempotencyKeyReused
 			}
 			if !e.Done {
-				return kap.Errorf(kap.ECONFLICT, "a request with this Idempotency-Key is in progress")
+				return kap.ErrIdempotencyKeyInFlight
 			}
 			out = e.Response
 			return nil

@@ -160,9 +160,9 @@ func (i *idem) Reserve(ctx context.Context, tenant, k, fingerprint string) (*kap
 	case "reserved":
 		return nil, nil
 	case "fingerprint":
-		return nil, kap.Errorf(kap.ECONFLICT, "the Idempotency-Key was used for a different request")
+		return nil, kap.ErrIdempotencyKeyReused
 	case "inflight":
-		return nil, kap.Errorf(kap.ECONFLICT, "a request with this Idempotency-Key is in progress")
+		return nil, kap.ErrIdempotencyKeyInFlight
 	}
 	if len(res) < 2 {
 		return nil, wrap(errors.New("idempotency entry without a response"))

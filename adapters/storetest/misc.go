@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -124,6 +125,9 @@ func RunIdempotency(t *testing.T, f Factory) {
 	}
 	_, err = id.Reserve(ctx, ten, key, "fp1")
 	wantCode(t, err, kap.ECONFLICT) // in flight
+	if !errors.Is(err, kap.ErrIdempotencyKeyInFlight) {
+		t.Fatalf("in flight: %v, want kap.ErrIdempotencyKeyInFlight", err)
+	}
 	// Another tenant's identical key is independent.
 	resp, err = id.Reserve(ctx, Uniq("clinic"), key, "fp1")
 	if err != nil || resp != nil {
@@ -141,6 +145,9 @@ func RunIdempotency(t *testing.T, f Factory) {
 	}
 	_, err = id.Reserve(ctx, ten, key, "fp2")
 	wantCode(t, err, kap.ECONFLICT)
+	if !errors.Is(err, kap.ErrIdempotencyKeyReused) {
+		t.Fatalf("other fingerprint: %v, want kap.ErrIdempotencyKeyReused", err)
+	}
 	clock.Advance(kap.IdempotencyTTL - time.Minute)
 	resp, err = id.Reserve(ctx, ten, key, "fp1")
 	if err != nil || resp == nil {
