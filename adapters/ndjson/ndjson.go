@@ -1,14 +1,15 @@
 // Package ndjson is the NDJSON file delivery target: a kap.Sender that
-// appends each delivered FHIR Bundle as one line to
-// <Dir>/<target>/<YYYY-MM-DD>.ndjson (the UTC day of delivery), and fsyncs
-// before it reports success. Files are created 0600 and folders 0700.
+// appends each delivered FHIR Bundle as one line to <Dir>/<YYYY-MM-DD>.ndjson
+// (the UTC day of delivery), and fsyncs before it reports success. Dir is
+// the target's own folder (kapbridge's default is <dataDir>/<target name>).
+// Files are created 0600 and folders 0700.
 //
 // One process writes a target folder at a time: New takes an exclusive lock
-// (flock on <Dir>/<target>/.index/lock) and Close releases it.
+// (flock on <Dir>/.index/lock) and Close releases it.
 //
 // Delivery is idempotent across redelivery: a message already written (the
 // process died after the write and before the outbox Ack) is not written
-// again. An index per day file, <Dir>/<target>/.index/<YYYY-MM-DD>.idx,
+// again. An index per day file, <Dir>/.index/<YYYY-MM-DD>.idx,
 // records an intent line (tenant, message id, offset, length) before each
 // data line is written; on open, a last intent whose data line is missing
 // or incomplete is rolled back (the partial line is truncated away), so the
@@ -43,7 +44,7 @@ import (
 type Options struct {
 	// Name is the target name (the outbox target); required.
 	Name string
-	// Dir is the folder of the target's folders; required.
+	// Dir is the target's folder; required.
 	Dir string
 	// Now is the clock that picks the day file; nil means time.Now.
 	Now func() time.Time
@@ -55,7 +56,7 @@ type Options struct {
 // Sender writes Bundles to NDJSON files.
 type Sender struct {
 	opt Options
-	dir string // Dir/Name
+	dir string // Dir
 
 	lock *os.File // held while the Sender is open
 
@@ -96,7 +97,7 @@ func New(opt Options) (*Sender, error) {
 	if opt.IndexDays <= 0 {
 		opt.IndexDays = 14
 	}
-	s := &Sender{opt: opt, dir: filepath.Join(opt.Dir, opt.Name), written: map[string]position{}, lines: map[string]int{}}
+	s := &Sender{opt: opt, dir: opt.Dir, written: map[string]position{}, lines: map[string]int{}}
 	if err := os.MkdirAll(filepath.Join(s.dir, ".index"), 0o700); err != nil {
 		return nil, fmt.Errorf("ndjson: create the target folder: %w", err)
 	}
