@@ -8,10 +8,12 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -21,6 +23,7 @@ import (
 	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/conformance"
 	"github.com/kapbridge/kap/fhir"
+	"github.com/kapbridge/kap/internal/config"
 	"github.com/kapbridge/kap/mapping"
 )
 
@@ -34,8 +37,28 @@ type Config struct {
 	Store kap.Store
 	// Codec is the FHIR codec (required).
 	Codec *fhir.Codec
-	// Keys maps HashKey(apiKey) to the tenant the key belongs to.
+	// Keys maps HashKey(apiKey) to the tenant the key belongs to (keys
+	// with every scope and no name; Tenants is the full form).
 	Keys map[string]string
+	// Tenants are the configured tenants: their API keys (hashes, names,
+	// scopes), rate limits and mapping options (auth.go).
+	Tenants []config.Tenant
+	// Issuers are the OAuth 2.0 issuers whose bearer JWTs are accepted.
+	Issuers []config.Issuer
+	// HTTPClient fetches the issuers' JWKS; nil means a client with a 10 s
+	// timeout.
+	HTTPClient *http.Client
+	// Context ends background work (the JWKS refresh); nil means never.
+	Context context.Context
+	// Audit receives one AuditEvent JSON line per kap/v1 and /fhir/r4
+	// request (audit.go); nil means no audit trail. Never the log.
+	Audit io.Writer
+	// RequestTimeout bounds each request (503 when it passes); default
+	// 30 s, negative means none.
+	RequestTimeout time.Duration
+	// MaxJSONDepth bounds the nesting of JSON bodies; default
+	// DefaultMaxJSONDepth.
+	MaxJSONDepth int
 	// Logger receives the access log; nil means slog.Default().
 	Logger *slog.Logger
 	// MaxBodyBytes bounds request bodies; default kap.MaxRecordBytes.
@@ -66,7 +89,10 @@ type server struct {
 	cfg       Config
 	log       *slog.Logger
 	validator *conformance.Validator
-	mappers   map[string]*mapping.Mapper // tenant -> mapper
+	mappers   map[string]*mapping.Mapper   // tenant -> mapper
+	authn     *authn                       // credentials (auth.go)
+	limits    map[string]*config.RateLimit // tenant -> rate limit (ratelimit.go)
+	auditor   *auditor                     // the audit sink (audit.go)
 }
 
 // New returns the HTTP handler.
@@ -96,6 +122,9 @@ func New(cfg Config) (http.Handler, error) {
 			s.mappers[tenant] = mapping.New(cfg.Codec, mapping.Options{Tenant: tenant, Now: cfg.Now})
 		}
 	}
+	if err := s.setupSecurity(); err != nil {
+		return nil, err
+	}
 
 	// gin's debug mode prints every route to stdout at start-up; the mode
 	// is process-wide in gin, and the gateway never wants debug output.
@@ -103,7 +132,7 @@ func New(cfg Config) (http.Handler, error) {
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
-	r.Use(s.requestID, s.accessLog, s.recovery, s.limitBody)
+	r.Use(s.requestID, s.accessLog, s.recovery, s.limitBody, s.timeout)
 	r.NoRoute(func(c *gin.Context) {
 		s.fail(c, kap.Errorf(kap.ENOTFOUND, "no route for this path"))
 	})
@@ -113,7 +142,7 @@ func New(cfg Config) (http.Handler, error) {
 	r.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
 	r.GET("/readyz", s.readyz)
 
-	s.kapRoutes(r.Group("/kap/v1", s.auth))
-	s.fhirRoutes(r.Group("/fhir/r4", s.auth))
+	s.kapRoutes(r.Group("/kap/v1", s.guard()...))
+	s.fhirRoutes(r.Group("/fhir/r4", s.guard()...))
 	return r, nil
 }

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/base32"
 	"errors"
@@ -8,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -76,6 +76,7 @@ func (s *server) accessLog(c *gin.Context) {
 		slog.Duration("duration", time.Since(start)),
 		slog.String("request_id", c.GetString(ctxRequestID)),
 		slog.String("tenant", c.GetString(ctxTenant)),
+		slog.String("credential", c.GetString(ctxCredential)),
 	)
 }
 
@@ -124,25 +125,100 @@ func (s *server) readBody(c *gin.Context) ([]byte, error) {
 	if errors.As(err, &mbe) {
 		return nil, tooLarge(s.cfg.MaxBodyBytes)
 	} else if err != nil {
+		if ctxErr := c.Request.Context().Err(); ctxErr != nil {
+			return nil, timedOut(s.cfg.RequestTimeout)
+		}
 		return nil, &kap.Error{Code: kap.EINVALID, Message: "cannot read the request body", Err: err}
+	}
+	if d := jsonDepth(data); d > s.cfg.MaxJSONDepth {
+		return nil, kap.Errorf(kap.ETOOLARGE, "the request body is nested deeper than %d levels", s.cfg.MaxJSONDepth)
 	}
 	return data, nil
 }
 
-// auth resolves X-API-Key to a tenant (401 if missing or unknown).
-func (s *server) auth(c *gin.Context) {
-	key := strings.TrimSpace(c.GetHeader(HeaderAPIKey))
-	if key == "" {
-		s.fail(c, kap.Errorf(kap.EUNAUTHORIZED, "the X-API-Key header is required"))
-		c.Abort()
+// DefaultMaxJSONDepth bounds the nesting of JSON request bodies.
+const DefaultMaxJSONDepth = 64
+
+// jsonDepth returns the deepest nesting of objects and arrays in data,
+// skipping strings. It does not validate the JSON (the decoder does).
+func jsonDepth(data []byte) int {
+	depth, deepest, inString, escaped := 0, 0, false, false
+	for _, b := range data {
+		if inString {
+			switch {
+			case escaped:
+				escaped = false
+			case b == '\\':
+				escaped = true
+			case b == '"':
+				inString = false
+			}
+			continue
+		}
+		switch b {
+		case '"':
+			inString = true
+		case '{', '[':
+			depth++
+			deepest = max(deepest, depth)
+		case '}', ']':
+			depth--
+		}
+	}
+	return deepest
+}
+
+// timeout gives every request a deadline of RequestTimeout. A request whose
+// deadline passes is answered 503 (an OperationOutcome, transient): a
+// handler's own 5xx answer caused by the expired context is replaced, and a
+// handler that wrote nothing gets one.
+func (s *server) timeout(c *gin.Context) {
+	if s.cfg.RequestTimeout <= 0 {
+		c.Next()
 		return
 	}
-	tenant, ok := s.cfg.Keys[HashKey(key)]
-	if !ok {
-		s.fail(c, kap.Errorf(kap.EUNAUTHORIZED, "the API key is not valid"))
-		c.Abort()
-		return
-	}
-	c.Set(ctxTenant, tenant)
+	ctx, cancel := context.WithTimeout(c.Request.Context(), s.cfg.RequestTimeout)
+	defer cancel()
+	c.Request = c.Request.WithContext(ctx)
+	tw := &timeoutWriter{ResponseWriter: c.Writer, ctx: ctx}
+	c.Writer = tw
 	c.Next()
+	c.Writer = tw.ResponseWriter
+	if ctx.Err() == context.DeadlineExceeded && (tw.swallowed || !c.Writer.Written()) {
+		s.fail(c, timedOut(s.cfg.RequestTimeout))
+	}
+}
+
+func timedOut(d time.Duration) error {
+	return kap.Errorf(kap.EUNAVAILABLE, "the request did not complete within %s; retry", d)
+}
+
+// timeoutWriter drops a 5xx answer written after the request's deadline
+// passed, so that timeout can answer 503 instead.
+type timeoutWriter struct {
+	gin.ResponseWriter
+	ctx       context.Context
+	swallowed bool
+}
+
+func (w *timeoutWriter) WriteHeader(code int) {
+	if !w.ResponseWriter.Written() && code >= 500 && w.ctx.Err() == context.DeadlineExceeded {
+		w.swallowed = true
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *timeoutWriter) Write(b []byte) (int, error) {
+	if w.swallowed {
+		return len(b), nil
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *timeoutWriter) WriteString(v string) (int, error) {
+	if w.swallowed {
+		return len(v), nil
+	}
+	return w.ResponseWriter.WriteString(v)
 }
