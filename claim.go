@@ -211,6 +211,10 @@ type ClaimInput struct {
 	// PreAuthRef is the prior-authorization reference, if any; default
 	// the coverage's eligibility answer's.
 	PreAuthRef string
+	// Providers by id (optional): the rendering provider of a dosing
+	// session is then its first monitoring prescriber (a physician or
+	// other qualified health care professional), not a nurse.
+	Providers map[string]*Provider
 }
 
 // BuildClaim derives the claim of one session under a payer profile.
@@ -273,7 +277,7 @@ func BuildClaim(in ClaimInput, p *PayerProfile) (*Claim, error) {
 	var codes []string
 	route := ""
 	if s := in.Dosing; s != nil {
-		c.ProviderID = dosingProvider(s)
+		c.ProviderID = dosingProvider(s, in.Providers)
 		codes = append(codes, s.BillingCodes...)
 		if len(s.Administrations) > 0 {
 			route = s.Administrations[0].Route
@@ -317,8 +321,14 @@ func BuildClaim(in ClaimInput, p *PayerProfile) (*Claim, error) {
 }
 
 // dosingProvider is the rendering provider of a dosing session: the first
+// monitoring prescriber when the providers are known, else the first
 // monitoring provider, else the first administering one.
-func dosingProvider(s *DosingSession) string {
+func dosingProvider(s *DosingSession, providers map[string]*Provider) string {
+	for _, id := range s.MonitoredBy {
+		if p := providers[id]; p != nil && contains(p.Roles, RolePrescriber) {
+			return id
+		}
+	}
 	if len(s.MonitoredBy) > 0 {
 		return s.MonitoredBy[0]
 	}

@@ -57,16 +57,20 @@ func loadPayerCases(t *testing.T) []payerCase {
 // payerWorld holds the testdata records by client: intakes and coverages.
 type payerWorld struct {
 	recs      map[string]kap.Record
+	providers map[string]*kap.Provider
 	intakes   map[string]*kap.Intake
 	coverages map[string]*kap.Coverage
 }
 
 func loadPayerWorld(t *testing.T) *payerWorld {
 	t.Helper()
-	w := &payerWorld{recs: testdataRecords(t), intakes: map[string]*kap.Intake{}, coverages: map[string]*kap.Coverage{}}
+	w := &payerWorld{recs: testdataRecords(t), providers: map[string]*kap.Provider{}, intakes: map[string]*kap.Intake{}, coverages: map[string]*kap.Coverage{}}
 	for _, r := range w.recs {
 		if in, ok := r.(*kap.Intake); ok {
 			w.intakes[in.ClientID] = in
+		}
+		if p, ok := r.(*kap.Provider); ok {
+			w.providers[p.ID] = p
 		}
 	}
 	files, _ := filepath.Glob("../testdata/payer/coverage/*.json")
@@ -99,7 +103,7 @@ func (w *payerWorld) claimFor(t *testing.T, session, profile string) (*kap.Claim
 	if err != nil {
 		t.Fatal(err)
 	}
-	in := kap.ClaimInput{Intake: w.intakes[rec.RecordClientID()], Coverage: w.coverages[rec.RecordClientID()]}
+	in := kap.ClaimInput{Intake: w.intakes[rec.RecordClientID()], Coverage: w.coverages[rec.RecordClientID()], Providers: w.providers}
 	pin := kap.PreflightInput{Profile: p, Coverage: in.Coverage}
 	switch s := rec.(type) {
 	case *kap.DosingSession:
@@ -221,8 +225,8 @@ func TestPayerProfiles(t *testing.T) {
 		t.Errorf("unknown profile: %v", err)
 	}
 	for _, bad := range []string{
-		`{"id":"x","name":"X","hourUnits":"midpoint","covered":["J3000"]}`,      // not a KAP code (streptomycin)
-		`{"id":"x","name":"X","hourUnits":"quarter","covered":["0820T"]}`,       // unknown unit rule
+		`{"id":"x","name":"X","hourUnits":"midpoint","covered":["J3000"]}`,       // not a KAP code (streptomycin)
+		`{"id":"x","name":"X","hourUnits":"quarter","covered":["0820T"]}`,        // unknown unit rule
 		`{"id":"x","name":"X","hourUnits":"midpoint","covered":[],"extra":true}`, // unknown field
 		`{"id":"x","name":"X","hourUnits":"midpoint","drugLines":{"XX":"J3490"}}`,
 	} {
@@ -416,4 +420,3 @@ func normJSON(t *testing.T, data []byte) any {
 }
 
 func ptrBool(b bool) *bool { return &b }
-
