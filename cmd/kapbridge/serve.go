@@ -49,6 +49,8 @@ type serveMain struct {
 	ln    net.Listener
 	srv   *http.Server
 	done  chan error
+	audit *httpapi.AuditFile // the audit trail, <data>/audit
+	stop  context.CancelFunc // ends the handler's background work
 }
 
 // Open opens the store, provisions the bootstrap key and starts listening.
@@ -87,18 +89,32 @@ func (m *serveMain) Open() error {
 	if err != nil {
 		return err
 	}
+	audit, err := httpapi.NewAuditFile(filepath.Join(cfg.DataDir, "audit"), nil)
+	if err != nil {
+		store.Close()
+		return err
+	}
+	bg, stop := context.WithCancel(context.Background())
+	m.audit, m.stop = audit, stop
 	h, err := httpapi.New(httpapi.Config{
-		Store:  store,
-		Codec:  codec,
-		Keys:   serveKeys(cfg.Config, key),
-		Logger: cfg.Logger,
+		Store:          store,
+		Codec:          codec,
+		Tenants:        serveTenants(cfg.Config, key),
+		Issuers:        cfg.Config.Issuers,
+		Audit:          audit,
+		RequestTimeout: cfg.Config.RequestTimeout.D(),
+		Context:        bg,
+		Logger:         cfg.Logger,
 	})
 	if err != nil {
+		stop()
 		store.Close()
 		return err
 	}
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		stop()
+		audit.Close()
 		store.Close()
 		return err
 	}
@@ -131,6 +147,10 @@ func (m *serveMain) Close() error {
 		err = serr
 	}
 	if cerr := m.store.Close(); err == nil {
+		err = cerr
+	}
+	m.stop()
+	if cerr := m.audit.Close(); err == nil {
 		err = cerr
 	}
 	return err
@@ -216,17 +236,16 @@ func envOr(name, def string) string {
 	return def
 }
 
-// serveKeys maps the hash of every configured API key (and of the bootstrap
-// key, for the tenants that hold it) to its tenant.
-func serveKeys(cfg config.Config, bootstrap string) map[string]string {
-	keys := map[string]string{}
-	for _, t := range cfg.Tenants {
-		for _, k := range t.APIKeys {
-			keys[strings.ToLower(k.SHA256)] = t.Name
-		}
+// serveTenants returns the configured tenants with the bootstrap key added
+// (as key "bootstrap", every scope) to the tenants that hold it.
+func serveTenants(cfg config.Config, bootstrap string) []config.Tenant {
+	out := make([]config.Tenant, len(cfg.Tenants))
+	for i, t := range cfg.Tenants {
+		t.APIKeys = slices.Clone(t.APIKeys)
 		if t.Bootstrap && bootstrap != "" {
-			keys[httpapi.HashKey(bootstrap)] = t.Name
+			t.APIKeys = append(t.APIKeys, config.APIKey{Name: "bootstrap", SHA256: httpapi.HashKey(bootstrap)})
 		}
+		out[i] = t
 	}
-	return keys
+	return out
 }
