@@ -66,6 +66,11 @@ type Config struct {
 	// Targets are the delivery targets every new record version is queued
 	// for; default [DefaultTarget].
 	Targets []string
+	// JWKS, when set, serves the gateway's public keys for SMART Backend
+	// Services (targetauth.JWKSHandler) at JWKSPath, without
+	// authentication; JWKSPath defaults to /.well-known/jwks.json.
+	JWKS     http.Handler
+	JWKSPath string
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -141,6 +146,13 @@ func New(cfg Config) (http.Handler, error) {
 	})
 	r.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
 	r.GET("/readyz", s.readyz)
+	if cfg.JWKS != nil {
+		p := cfg.JWKSPath
+		if p == "" {
+			p = "/.well-known/jwks.json"
+		}
+		r.GET(p, gin.WrapH(cfg.JWKS))
+	}
 
 	s.kapRoutes(r.Group("/kap/v1", s.guard()...))
 	s.fhirRoutes(r.Group("/fhir/r4", s.guard()...))

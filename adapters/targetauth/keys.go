@@ -124,11 +124,22 @@ func ParsePEM(data []byte, file string) (Key, error) {
 	return newKey(signer, file)
 }
 
-// LoadKeys reads the keys that spec names: one path, a glob ("keys/*.pem")
-// or several of either separated by commas. activeKID selects the key that
-// signs; "" is allowed only when there is exactly one key. alg, when set,
-// must be the active key's algorithm.
+// LoadKeys reads the keys that spec names (see ReadKeys). activeKID
+// selects the key that signs; "" is allowed only when there is exactly one
+// key. alg, when set, must be the active key's algorithm.
 func LoadKeys(spec, activeKID, alg string) (*KeySet, error) {
+	keys, err := ReadKeys(spec)
+	if err != nil {
+		return nil, err
+	}
+	return NewKeySet(keys, activeKID, alg)
+}
+
+// ReadKeys reads the private keys that spec names: one path, a glob
+// ("keys/*.pem") or several of either separated by commas, in file-name
+// order. Returns EINVALID naming the file (never its content) when one is
+// missing or not a supported key.
+func ReadKeys(spec string) ([]Key, error) {
 	var files []string
 	seen := map[string]bool{}
 	for _, pat := range strings.Split(spec, ",") {
@@ -166,7 +177,7 @@ func LoadKeys(spec, activeKID, alg string) (*KeySet, error) {
 		}
 		keys = append(keys, k)
 	}
-	return NewKeySet(keys, activeKID, alg)
+	return keys, nil
 }
 
 // NewKeySet returns a set of keys whose active key is activeKID (or the only

@@ -35,6 +35,8 @@ commands:
                      --role; see docs/api.md and docs/configuration.md)
   config             check the configuration and print the effective one (same flags as serve)
   hash-key           print the SHA-256 of the API key on stdin (--new: make a new key)
+  keys               SMART Backend Services keys: keys generate --alg ES384|RS384 --out DIR,
+                     keys jwks --key-file GLOB (docs/target-auth.md)
   help               this text
 `
 
@@ -61,6 +63,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return env.configCmd(ctx, args[1:])
 	case "hash-key":
 		return env.hashKeyCmd(ctx, args[1:])
+	case "keys":
+		return env.keysCmd(ctx, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
