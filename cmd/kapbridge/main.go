@@ -31,6 +31,9 @@ commands:
                      OperationOutcome; exit 0 with no errors, 1 with errors
   generate           write synthetic courses (flags: --clients N --seed S --out DIR)
   capability         print the CapabilityStatement generated from what the gateway produces
+  claim FILE|-       the payer Claim of a dosing/integration session and its preflight
+                     (--payer generic|medicare-j15|example-commercial, --coverage, --intake; docs/payer.md)
+  rems FILE|-        the Spravato REMS monitoring-form check of an esketamine session (--format text|html|json|fhir)
   serve              run the gateway's HTTP API (flags: --config, --addr, --data-dir, --redis-url,
                      --role; see docs/api.md and docs/configuration.md)
   config             check the configuration and print the effective one (same flags as serve)
@@ -57,6 +60,10 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return env.generateCmd(ctx, args[1:])
 	case "capability":
 		return env.capabilityCmd(ctx, args[1:])
+	case "claim":
+		return env.claimCmd(ctx, args[1:])
+	case "rems":
+		return env.remsCmd(ctx, args[1:])
 	case "serve":
 		return env.serveCmd(ctx, args[1:])
 	case "config":
