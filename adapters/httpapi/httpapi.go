@@ -66,6 +66,10 @@ type Config struct {
 	// Targets are the delivery targets every new record version is queued
 	// for; default [DefaultTarget].
 	Targets []string
+	// InboundPatientSystem is the identifier system (e.g. the EHR's MRN
+	// system) whose value keys a Patient the FHIR facade receives to a
+	// client; the tenant's own Patient system is always accepted too.
+	InboundPatientSystem string
 	// JWKS, when set, serves the gateway's public keys for SMART Backend
 	// Services (targetauth.JWKSHandler) at JWKSPath, without
 	// authentication; JWKSPath defaults to /.well-known/jwks.json.
@@ -95,6 +99,7 @@ type server struct {
 	log       *slog.Logger
 	validator *conformance.Validator
 	mappers   map[string]*mapping.Mapper   // tenant -> mapper
+	facade    fhirState                    // the FHIR facade's caches (fhir.go)
 	authn     *authn                       // credentials (auth.go)
 	limits    map[string]*config.RateLimit // tenant -> rate limit (ratelimit.go)
 	auditor   *auditor                     // the audit sink (audit.go)
@@ -117,6 +122,7 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	cfg.Store = withFHIRIndex(cfg.Store) // FHIR logical ids -> records (fhir_index.go)
 	s := &server{cfg: cfg, log: cfg.Logger, validator: conformance.NewValidator(cfg.Codec),
 		mappers: map[string]*mapping.Mapper{}}
 	for _, tenant := range cfg.Keys {
@@ -155,6 +161,7 @@ func New(cfg Config) (http.Handler, error) {
 	}
 
 	s.kapRoutes(r.Group("/kap/v1", s.guard()...))
+	s.fhirPublicRoutes(r.Group("/fhir/r4"))
 	s.fhirRoutes(r.Group("/fhir/r4", s.guard()...))
 	return r, nil
 }
