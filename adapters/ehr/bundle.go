@@ -133,11 +133,12 @@ func firstIdentifier(res map[string]any) (system, value string) {
 func walkRefs(v any, fn func(ref map[string]any)) {
 	switch t := v.(type) {
 	case map[string]any:
-		if _, ok := t["reference"].(string); ok {
+		_, isRef := t["reference"].(string)
+		if isRef {
 			fn(t)
 		}
 		for k, c := range t {
-			if k == "reference" {
+			if k == "reference" && isRef {
 				continue
 			}
 			walkRefs(c, fn)

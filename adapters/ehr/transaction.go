@@ -69,22 +69,24 @@ func (s *Sender) readTransactionResponse(st *sendState, es []*entry, body []byte
 	}
 	for i, e := range es {
 		r := b.Entry[i]
-		var iv idVersion
-		var ok bool
-		if iv, ok = parseLocation(r.Response.Location, e.Type); ok {
-			if iv.Version == "" {
-				iv.Version = etagVersion(r.Response.Etag)
-			}
-		} else if len(r.Resource) > 0 {
-			var res struct {
-				ID   string `json:"id"`
-				Meta struct {
-					VersionID string `json:"versionId"`
-				} `json:"meta"`
-			}
-			if json.Unmarshal(r.Resource, &res) == nil && res.ID != "" {
-				iv, ok = idVersion{res.ID, res.Meta.VersionID}, true
-			}
+		var res struct {
+			ID   string `json:"id"`
+			Meta struct {
+				VersionID string `json:"versionId"`
+			} `json:"meta"`
+		}
+		if len(r.Resource) > 0 {
+			_ = json.Unmarshal(r.Resource, &res)
+		}
+		iv, ok := parseLocation(r.Response.Location, e.Type)
+		if !ok && res.ID != "" {
+			iv, ok = idVersion{ID: res.ID}, true
+		}
+		if iv.Version == "" {
+			iv.Version = etagVersion(r.Response.Etag)
+		}
+		if iv.Version == "" && res.ID == iv.ID {
+			iv.Version = res.Meta.VersionID
 		}
 		if !ok || !strings.HasPrefix(r.Response.Status, "2") {
 			st.done = append(st.done, kap.LedgerEntry{LedgerKey: e.ledgerKey(st.msg.Tenant, s.name), State: kap.LedgerSent, LastError: "transaction-response named no id"})
