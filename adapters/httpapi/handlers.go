@@ -5,7 +5,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	bcrpb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/resources/bundle_and_contained_resource_go_proto"
@@ -27,6 +30,11 @@ var Collections = map[string]kap.Kind{
 	"assessments":          kap.KindAssessment,
 }
 
+// AllRecords is the pseudo-collection of every kind: GET
+// /kap/v1/records?client= lists all of a client's records, and GET
+// /kap/v1/records/{id}/deliveries finds the record by id in any collection.
+const AllRecords = "records"
+
 // CollectionOf returns the collection name of a kind.
 func CollectionOf(k kap.Kind) string {
 	for c, kk := range Collections {
@@ -43,15 +51,41 @@ type Envelope struct {
 	ID       string          `json:"id"`
 	Version  int             `json:"version"`
 	Record   json.RawMessage `json:"record"`
-	Bundle   json.RawMessage `json:"bundle"`
+	Bundle   json.RawMessage `json:"bundle,omitempty"`
 	Warnings []kap.Issue     `json:"warnings"`
+	Links    Links           `json:"links"`
+	// Delivery says which targets a new version was queued for (only on
+	// the response that created it).
+	Delivery *QueuedFor `json:"delivery,omitempty"`
+}
+
+// Links are the URLs of a record.
+type Links struct {
+	Self       string `json:"self"`
+	Deliveries string `json:"deliveries"`
+}
+
+// QueuedFor lists the targets a new version was queued for and those it was
+// not, with the reason (the client's consent).
+type QueuedFor struct {
+	Queued  []string     `json:"queued"`
+	Skipped []SkipReason `json:"skipped,omitempty"`
+}
+
+// SkipReason is a target a version was not queued for.
+type SkipReason struct {
+	Target string `json:"target"`
+	Reason string `json:"reason"`
 }
 
 // kapRoutes installs the /kap/v1 routes.
 func (s *server) kapRoutes(api *gin.RouterGroup) {
 	api.POST("/$map", s.mapOnly)
-	api.POST("/:collection", s.putRecord)
+	api.POST("/:collection", s.idempotent(s.postRecord))
+	api.PUT("/:collection/:id", s.idempotent(s.putRecord))
+	api.GET("/:collection", s.listRecords)
 	api.GET("/:collection/:id", s.getRecord)
+	api.GET("/:collection/:id/deliveries", s.deliveries)
 }
 
 // putTries bounds the retries of a Put that lost a race with another writer
@@ -61,26 +95,92 @@ const putTries = 3
 func (s *server) collection(c *gin.Context) (kap.Kind, bool) {
 	k, ok := Collections[c.Param("collection")]
 	if !ok {
-		s.fail(c, kap.Errorf(kap.ENOTFOUND, "unknown collection: must be one of clients, providers, intakes, consents, treatment-plans, dosing-sessions, integration-sessions, assessments"))
+		s.fail(c, errUnknownCollection)
 	}
 	return k, ok
 }
 
-// putRecord is POST /kap/v1/{collection}: decode, validate, map, store and
-// queue for delivery. 201 for a new version, 200 when the content equals the
-// latest version.
-func (s *server) putRecord(c *gin.Context) {
+var errUnknownCollection = kap.Errorf(kap.ENOTFOUND, "unknown collection: must be one of clients, providers, intakes, consents, treatment-plans, dosing-sessions, integration-sessions, assessments")
+
+func recordURL(kind, id string) string {
+	return "/kap/v1/" + CollectionOf(kap.Kind(kind)) + "/" + url.PathEscape(id)
+}
+
+// postRecord is POST /kap/v1/{collection}: create or update the record the
+// body's id names.
+func (s *server) postRecord(c *gin.Context) { s.writeRecord(c, "") }
+
+// putRecord is PUT /kap/v1/{collection}/{id}: the same with the id in the
+// URL, which must equal the body's.
+func (s *server) putRecord(c *gin.Context) { s.writeRecord(c, c.Param("id")) }
+
+// preconditions are the If-Match / If-None-Match headers of a write.
+type preconditions struct {
+	ifMatch     int  // > 0: the version the caller expects
+	ifMatchAny  bool // If-Match: * (the record must exist)
+	ifNoneMatch bool // If-None-Match: * (the record must not exist)
+}
+
+func (p preconditions) any() bool { return p.ifMatch > 0 || p.ifMatchAny || p.ifNoneMatch }
+
+// parseETag reads W/"n" or "n".
+func parseETag(v string) (int, bool) {
+	v = strings.TrimPrefix(strings.TrimSpace(v), "W/")
+	if len(v) < 3 || v[0] != '"' || v[len(v)-1] != '"' {
+		return 0, false
+	}
+	n, err := strconv.Atoi(v[1 : len(v)-1])
+	return n, err == nil && n > 0
+}
+
+func parsePreconditions(c *gin.Context) (preconditions, error) {
+	var p preconditions
+	if v := strings.TrimSpace(c.GetHeader("If-Match")); v != "" {
+		if v == "*" {
+			p.ifMatchAny = true
+		} else if n, ok := parseETag(v); ok {
+			p.ifMatch = n
+		} else {
+			return p, &kap.Error{Code: kap.EINVALID, Message: "invalid precondition", Issues: []kap.Issue{{Path: "If-Match",
+				Reason: `must be an ETag of this API, W/"<version>", or *`}}}
+		}
+	}
+	if v := strings.TrimSpace(c.GetHeader("If-None-Match")); v != "" {
+		if v != "*" {
+			return p, &kap.Error{Code: kap.EINVALID, Message: "invalid precondition", Issues: []kap.Issue{{Path: "If-None-Match",
+				Reason: "must be * on a write (create only)"}}}
+		}
+		p.ifNoneMatch = true
+	}
+	if p.ifNoneMatch && (p.ifMatch > 0 || p.ifMatchAny) {
+		return p, &kap.Error{Code: kap.EINVALID, Message: "invalid precondition", Issues: []kap.Issue{{Path: "If-None-Match",
+			Reason: "cannot be combined with If-Match"}}}
+	}
+	return p, nil
+}
+
+// writeRecord decodes, validates, maps, stores and queues a record for the
+// tenant's targets its client's consent allows. 201 for a new version, 200
+// when the content equals the latest version.
+func (s *server) writeRecord(c *gin.Context, urlID string) {
 	kind, ok := s.collection(c)
 	if !ok {
 		return
 	}
 	tenant := c.GetString(ctxTenant)
+	pre, err := parsePreconditions(c)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
 	data, err := s.readBody(c)
 	if err != nil {
 		s.fail(c, err)
 		return
 	}
-	rec, err := kap.DecodeRecord(data)
+	rec, err := timed(s.cfg.Metrics.ValidateDuration.WithLabelValues(string(kind)), func() (kap.Record, error) {
+		return kap.DecodeRecord(data)
+	})
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -88,6 +188,11 @@ func (s *server) putRecord(c *gin.Context) {
 	if rec.RecordKind() != kind {
 		s.fail(c, &kap.Error{Code: kap.EINVALID, Message: "invalid record", Issues: []kap.Issue{{Path: "kind",
 			Reason: "must be " + string(kind) + " in the " + c.Param("collection") + " collection"}}})
+		return
+	}
+	if urlID != "" && rec.RecordID() != urlID {
+		s.fail(c, &kap.Error{Code: kap.EINVALID, Message: "invalid record", Issues: []kap.Issue{{Path: "id",
+			Reason: "must equal the id in the URL"}}})
 		return
 	}
 	canonical, err := kap.EncodeRecord(rec)
@@ -101,27 +206,41 @@ func (s *server) putRecord(c *gin.Context) {
 	if ds, ok := rec.(*kap.DosingSession); ok {
 		warnings = ds.SafetyWarnings()
 	}
-	recs := s.cfg.Store.Records()
 	ctx := c.Request.Context()
+	decisions, err := s.decideTargets(ctx, tenant, rec)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	targets := allowed(decisions)
+	recs := s.cfg.Store.Records()
 	for try := 0; ; try++ {
 		latest, err := recs.Get(ctx, tenant, string(kind), rec.RecordID())
+		found := err == nil
 		if err != nil && kap.ErrorCode(err) != kap.ENOTFOUND {
 			s.fail(c, err)
 			return
 		}
-		if err == nil && latest.ContentHash == hash {
-			s.respond(c, http.StatusOK, latest, warnings)
+		switch {
+		case pre.ifNoneMatch && found:
+			s.fail(c, kap.Errorf(kap.EPRECONDITION, "If-None-Match: the record exists (version %d)", latest.Version))
+			return
+		case pre.ifMatchAny && !found:
+			s.fail(c, kap.Errorf(kap.EPRECONDITION, "If-Match: the record does not exist"))
+			return
+		case pre.ifMatch > 0 && (!found || latest.Version != pre.ifMatch):
+			s.fail(c, kap.Errorf(kap.EPRECONDITION, "If-Match: the record is not at version %d (latest %d)", pre.ifMatch, latest.Version))
+			return
+		}
+		if found && latest.ContentHash == hash {
+			s.respond(c, http.StatusOK, latest, warnings, true, nil)
 			return
 		}
 		// The Bundle carries the version in its Provenance, so it is
-		// mapped for the version this Put will create; IfMatch makes a
-		// concurrent writer lose (and retry) instead of mislabelling it.
-		bundle, err := s.mappers[tenant].Map(rec, mapping.MapInput{Version: latest.Version + 1, Recorded: s.cfg.Now()})
-		if err != nil {
-			s.fail(c, err)
-			return
-		}
-		bjson, err := s.cfg.Codec.Marshal(bundle)
+		// mapped for the version this Put will create; IfMatch (or
+		// IfNoneMatch for a first version) makes a concurrent writer lose
+		// and map again instead of mislabelling it.
+		bjson, bundle, err := s.mapRecord(tenant, kind, rec, latest.Version+1)
 		if err != nil {
 			s.fail(c, err)
 			return
@@ -136,26 +255,58 @@ func (s *server) putRecord(c *gin.Context) {
 			ContentHash: hash, Date: rec.RecordDate(), Record: canonical, Bundle: bjson,
 			Resources: resources(bundle),
 		}
-		// A first version is created with IfNoneMatch: of concurrent first
-		// writes one wins and the others map again for version 2.
-		stored, created, err := recs.Put(ctx, sr, kap.PutOptions{IfMatch: latest.Version, IfNoneMatch: latest.Version == 0, Targets: s.cfg.Targets})
-		if kap.ErrorCode(err) == kap.EPRECONDITION && try+1 < putTries {
-			continue
+		stored, created, err := recs.Put(ctx, sr, kap.PutOptions{IfMatch: latest.Version, IfNoneMatch: !found, Targets: targets})
+		if kap.ErrorCode(err) == kap.EPRECONDITION {
+			if pre.any() {
+				s.fail(c, kap.Errorf(kap.EPRECONDITION, "the record was changed concurrently; its precondition no longer holds"))
+				return
+			}
+			if try+1 < putTries {
+				continue
+			}
+			s.fail(c, kap.Errorf(kap.ECONFLICT, "the record is being changed concurrently; retry"))
+			return
 		}
 		if err != nil {
-			if kap.ErrorCode(err) == kap.EPRECONDITION {
-				err = kap.Errorf(kap.ECONFLICT, "the record is being changed concurrently; retry")
-			}
 			s.fail(c, err)
 			return
 		}
 		st := http.StatusOK
+		var q *QueuedFor
 		if created {
 			st = http.StatusCreated
+			q = &QueuedFor{Queued: targets}
+			if q.Queued == nil {
+				q.Queued = []string{}
+			}
+			for _, d := range decisions {
+				if !d.Allow {
+					q.Skipped = append(q.Skipped, SkipReason{Target: d.Policy.Name, Reason: d.Reason})
+				}
+			}
 		}
-		s.respond(c, st, stored, warnings)
+		s.respond(c, st, stored, warnings, true, q)
 		return
 	}
+}
+
+// mapRecord maps rec for version and marshals the Bundle, timing both.
+func (s *server) mapRecord(tenant string, kind kap.Kind, rec kap.Record, version int) ([]byte, *bcrpb.Bundle, error) {
+	start := time.Now()
+	defer func() { s.cfg.Metrics.MapDuration.WithLabelValues(string(kind)).Observe(time.Since(start).Seconds()) }()
+	m := s.mappers[tenant]
+	if m == nil {
+		return nil, nil, kap.Errorf(kap.EFORBIDDEN, "the tenant has no mapping configuration")
+	}
+	bundle, err := m.Map(rec, mapping.MapInput{Version: version, Recorded: s.cfg.Now()})
+	if err != nil {
+		return nil, nil, err
+	}
+	bjson, err := s.cfg.Codec.Marshal(bundle)
+	if err != nil {
+		return nil, nil, err
+	}
+	return bjson, bundle, nil
 }
 
 // resources lists the business identifiers of a Bundle's entries (from their
@@ -171,17 +322,30 @@ func resources(b *bcrpb.Bundle) []kap.ResourceRef {
 	return refs
 }
 
-func (s *server) respond(c *gin.Context, st int, sr kap.StoredRecord, warnings []kap.Issue) {
+func links(kind, id string) Links {
+	self := recordURL(kind, id)
+	return Links{Self: self, Deliveries: self + "/deliveries"}
+}
+
+func (s *server) respond(c *gin.Context, st int, sr kap.StoredRecord, warnings []kap.Issue, bundle bool, q *QueuedFor) {
 	if warnings == nil {
 		warnings = []kap.Issue{}
 	}
-	c.Header("Location", "/kap/v1/"+CollectionOf(kap.Kind(sr.Kind))+"/"+sr.ID)
-	c.Header("ETag", `W/"`+strconv.Itoa(sr.Version)+`"`)
-	c.JSON(st, Envelope{Kind: sr.Kind, ID: sr.ID, Version: sr.Version, Record: sr.Record, Bundle: sr.Bundle, Warnings: warnings})
+	l := links(sr.Kind, sr.ID)
+	c.Header("Location", l.Self)
+	c.Header("ETag", etag(sr.Version))
+	env := Envelope{Kind: sr.Kind, ID: sr.ID, Version: sr.Version, Record: sr.Record, Warnings: warnings,
+		Links: l, Delivery: q}
+	if bundle {
+		env.Bundle = sr.Bundle
+	}
+	c.JSON(st, env)
 }
 
+func etag(v int) string { return `W/"` + strconv.Itoa(v) + `"` }
+
 // getRecord is GET /kap/v1/{collection}/{id}: the latest version in the
-// caller's tenant (404 for other tenants' ids).
+// caller's tenant (404 for other tenants' ids), or ?version=n.
 func (s *server) getRecord(c *gin.Context) {
 	kind, ok := s.collection(c)
 	if !ok {
@@ -192,7 +356,19 @@ func (s *server) getRecord(c *gin.Context) {
 		s.fail(c, kap.Errorf(kap.ENOTFOUND, "no such record"))
 		return
 	}
-	sr, err := s.cfg.Store.Records().Get(c.Request.Context(), c.GetString(ctxTenant), string(kind), id)
+	tenant, ctx := c.GetString(ctxTenant), c.Request.Context()
+	var sr kap.StoredRecord
+	var err error
+	if v := c.Query("version"); v != "" {
+		n, perr := strconv.Atoi(v)
+		if perr != nil || n < 1 {
+			s.fail(c, &kap.Error{Code: kap.EINVALID, Message: "invalid query", Issues: []kap.Issue{{Path: "version", Reason: "must be a positive integer"}}})
+			return
+		}
+		sr, err = s.cfg.Store.Records().GetVersion(ctx, tenant, string(kind), id, n)
+	} else {
+		sr, err = s.cfg.Store.Records().Get(ctx, tenant, string(kind), id)
+	}
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -203,7 +379,132 @@ func (s *server) getRecord(c *gin.Context) {
 			warnings = rec.(*kap.DosingSession).SafetyWarnings()
 		}
 	}
-	s.respond(c, http.StatusOK, sr, warnings)
+	s.respond(c, http.StatusOK, sr, warnings, true, nil)
+}
+
+// ListItem is one record of a list page (without its Bundle).
+type ListItem struct {
+	Kind     string          `json:"kind"`
+	ID       string          `json:"id"`
+	ClientID string          `json:"clientId"`
+	Version  int             `json:"version"`
+	Date     time.Time       `json:"date"`
+	Record   json.RawMessage `json:"record"`
+	Links    Links           `json:"links"`
+}
+
+// ListPage is the body of a list response.
+type ListPage struct {
+	Items []ListItem `json:"items"`
+	// Next is the URL of the next page; absent on the last page.
+	Next string `json:"next,omitempty"`
+}
+
+// listScans bounds the store pages one list request reads while it skips
+// the records of other kinds.
+const listScans = 20
+
+func badQuery(field, reason string) error {
+	return &kap.Error{Code: kap.EINVALID, Message: "invalid query", Issues: []kap.Issue{{Path: field, Reason: reason}}}
+}
+
+func parseDate(field, v string, end bool) (time.Time, error) {
+	if v == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.Parse(time.RFC3339, v); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse(time.DateOnly, v)
+	if err != nil {
+		return time.Time{}, badQuery(field, "must be a date (YYYY-MM-DD) or an RFC 3339 date-time")
+	}
+	if end {
+		t = t.Add(24*time.Hour - time.Millisecond)
+	}
+	return t, nil
+}
+
+// listRecords is GET /kap/v1/{collection}?client=<id>: the latest versions
+// of a client's records of that collection (or of every kind for
+// /kap/v1/records), by clinical date, a page at a time (limit, cursor,
+// from, to). A page may hold fewer than limit items; follow next.
+func (s *server) listRecords(c *gin.Context) {
+	coll := c.Param("collection")
+	var kind kap.Kind
+	if coll != AllRecords {
+		k, ok := s.collection(c)
+		if !ok {
+			return
+		}
+		kind = k
+	}
+	client := c.Query("client")
+	if err := kap.ValidateID("client", client); err != nil {
+		s.fail(c, badQuery("client", "is required: the id of the client whose records to list"))
+		return
+	}
+	limit := 100
+	if v := c.Query("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			s.fail(c, badQuery("limit", "must be an integer from 1 to 1000"))
+			return
+		}
+		limit = n
+	}
+	from, err := parseDate("from", c.Query("from"), false)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	to, err := parseDate("to", c.Query("to"), true)
+	if err != nil {
+		s.fail(c, err)
+		return
+	}
+	tenant, ctx := c.GetString(ctxTenant), c.Request.Context()
+	q := kap.ListQuery{From: from, To: to, Cursor: c.Query("cursor")}
+	page := ListPage{Items: []ListItem{}}
+	next := ""
+	for scan := 0; scan < listScans && len(page.Items) < limit; scan++ {
+		q.Limit = limit - len(page.Items)
+		recs, n, err := s.cfg.Store.Records().ListByClient(ctx, tenant, client, q)
+		if err != nil {
+			if kap.ErrorCode(err) == kap.EINVALID {
+				err = badQuery("cursor", "is not a cursor of this list; start again without it")
+			}
+			s.fail(c, err)
+			return
+		}
+		for _, sr := range recs {
+			if kind != "" && sr.Kind != string(kind) {
+				continue
+			}
+			page.Items = append(page.Items, ListItem{Kind: sr.Kind, ID: sr.ID, ClientID: sr.ClientID,
+				Version: sr.Version, Date: sr.Date, Record: sr.Record, Links: links(sr.Kind, sr.ID)})
+		}
+		next = n
+		if n == "" {
+			break
+		}
+		q.Cursor = n
+	}
+	if next != "" {
+		v := url.Values{}
+		v.Set("client", client)
+		v.Set("cursor", next)
+		v.Set("limit", strconv.Itoa(limit))
+		if f := c.Query("from"); f != "" {
+			v.Set("from", f)
+		}
+		if t := c.Query("to"); t != "" {
+			v.Set("to", t)
+		}
+		page.Next = "/kap/v1/" + coll + "?" + v.Encode()
+		c.Header("Link", "<"+page.Next+`>; rel="next"`)
+	}
+	c.JSON(http.StatusOK, page)
 }
 
 // mapOnly is POST /kap/v1/$map: the Bundle of a record, nothing stored.

@@ -24,7 +24,9 @@ import (
 	"github.com/kapbridge/kap/conformance"
 	"github.com/kapbridge/kap/fhir"
 	"github.com/kapbridge/kap/internal/config"
+	"github.com/kapbridge/kap/internal/metrics"
 	"github.com/kapbridge/kap/mapping"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // DefaultTarget is the delivery target new record versions are queued for
@@ -75,6 +77,19 @@ type Config struct {
 	// authentication; JWKSPath defaults to /.well-known/jwks.json.
 	JWKS     http.Handler
 	JWKSPath string
+	// TenantTargets are each tenant's delivery targets and their consent
+	// rule (see TargetPolicy). A tenant not listed gets Targets, none of
+	// which requires consent.
+	TenantTargets map[string][]TargetPolicy
+	// Metrics receives the HTTP, mapping and validation metrics and is
+	// served at GET /metrics; nil means metrics.New().
+	Metrics *metrics.Metrics
+	// MetricsToken, when set, is the bearer token GET /metrics demands;
+	// empty serves it without authentication (bind to loopback).
+	MetricsToken string
+	// TracerProvider, when set, traces every request (otelgin) with spans
+	// named by route pattern and no raw URL or query (see NewTracerProvider).
+	TracerProvider trace.TracerProvider
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -123,6 +138,9 @@ func New(cfg Config) (http.Handler, error) {
 		cfg.Now = time.Now
 	}
 	cfg.Store = withFHIRIndex(cfg.Store) // FHIR logical ids -> records (fhir_index.go)
+	if cfg.Metrics == nil {
+		cfg.Metrics = metrics.New()
+	}
 	s := &server{cfg: cfg, log: cfg.Logger, validator: conformance.NewValidator(cfg.Codec),
 		mappers: map[string]*mapping.Mapper{}}
 	for _, tenant := range cfg.Keys {
@@ -143,7 +161,11 @@ func New(cfg Config) (http.Handler, error) {
 	r := gin.New()
 	r.HandleMethodNotAllowed = true
 	r.ContextWithFallback = true
-	r.Use(s.requestID, s.accessLog, s.recovery, s.limitBody, s.timeout)
+	r.Use(s.requestID, s.observe, s.accessLog)
+	if cfg.TracerProvider != nil {
+		r.Use(s.tracing())
+	}
+	r.Use(s.recovery, s.limitBody, s.timeout)
 	r.NoRoute(func(c *gin.Context) {
 		s.fail(c, kap.Errorf(kap.ENOTFOUND, "no route for this path"))
 	})
@@ -152,6 +174,7 @@ func New(cfg Config) (http.Handler, error) {
 	})
 	r.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
 	r.GET("/readyz", s.readyz)
+	r.GET("/metrics", s.metricsHandler())
 	if cfg.JWKS != nil {
 		p := cfg.JWKSPath
 		if p == "" {
