@@ -62,7 +62,7 @@ type payerWorld struct {
 	coverages map[string]*kap.Coverage
 }
 
-func loadPayerWorld(t *testing.T) *payerWorld {
+func loadPayerWorld(t testing.TB) *payerWorld {
 	t.Helper()
 	w := &payerWorld{recs: testdataRecords(t), providers: map[string]*kap.Provider{}, intakes: map[string]*kap.Intake{}, coverages: map[string]*kap.Coverage{}}
 	for _, r := range w.recs {
@@ -367,10 +367,14 @@ func TestPayerGolden(t *testing.T) {
 
 	dir := filepath.Join("..", "testdata", "fhir", "payer")
 	var paths []string
+	v := conformance.NewValidator(m.Codec())
 	for name, res := range out {
 		got, err := m.Codec().MarshalIndent(res)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if _, err := v.Validate(got); err != nil {
+			t.Errorf("%s: conformance validator: %v", name, err)
 		}
 		golden := filepath.Join(dir, name+".json")
 		paths = append(paths, golden)
@@ -420,3 +424,47 @@ func normJSON(t *testing.T, data []byte) any {
 }
 
 func ptrBool(b bool) *bool { return &b }
+
+// BenchmarkClaim measures building, preflighting and mapping the claim of
+// one dosing session (ds-c001-2: three lines, two diagnoses).
+func BenchmarkClaim(b *testing.B) {
+	w := loadPayerWorld(b)
+	m := newMapper(b)
+	s := w.recs["18-dosing-c001-2"].(*kap.DosingSession)
+	p, err := mapping.PayerProfile("generic")
+	if err != nil {
+		b.Fatal(err)
+	}
+	cov := w.coverages["c001"]
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := kap.BuildClaim(kap.ClaimInput{Dosing: s, Intake: w.intakes["c001"], Coverage: cov, Providers: w.providers}, p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if is := kap.Preflight(kap.PreflightInput{Claim: c, Profile: p, Coverage: cov, Dosing: s}); len(is) != 0 {
+			b.Fatal(is)
+		}
+		if _, err := m.MapClaim(c, mapping.ClaimInput{Coverage: cov}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkREMS measures the REMS check of an esketamine session and its
+// QuestionnaireResponse.
+func BenchmarkREMS(b *testing.B) {
+	w := loadPayerWorld(b)
+	m := newMapper(b)
+	s := w.recs["65-dosing-c005-1-esketamine56"].(*kap.DosingSession)
+	b.ReportAllocs()
+	for b.Loop() {
+		r, err := kap.CheckREMS(kap.REMSInput{Session: s, Intake: w.intakes["c005"], Answers: kap.REMSAnswers{SedativeHypnotics: ptrBool(false)}})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := m.MapREMS(r, mapping.REMSInput{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
