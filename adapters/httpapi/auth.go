@@ -383,6 +383,9 @@ func credentialName(v string) string {
 
 // tokenReason says why a token failed, without quoting it.
 func tokenReason(err error) string {
+	if strings.Contains(err.Error(), "signing method") {
+		return "the algorithm is not accepted (RS256, RS384, ES256 or ES384)"
+	}
 	for _, r := range []struct {
 		err error
 		msg string
@@ -401,9 +404,6 @@ func tokenReason(err error) string {
 		}
 	}
 	if errors.Is(err, jwt.ErrTokenUnverifiable) {
-		if strings.Contains(err.Error(), "signing method") {
-			return "the algorithm is not accepted (RS256, RS384, ES256 or ES384)"
-		}
 		return "no key of the issuer verifies it"
 	}
 	return "it cannot be verified"
