@@ -135,9 +135,9 @@ func LoadKeys(spec, activeKID, alg string) (*KeySet, error) {
 	return NewKeySet(keys, activeKID, alg)
 }
 
-// ReadKeys reads the private keys that spec names: one path, a glob
-// ("keys/*.pem") or several of either separated by commas, in file-name
-// order. Returns EINVALID naming the file (never its content) when one is
+// ReadKeys reads the private keys that spec names: one file, a directory
+// (its *.pem files), a glob ("keys/*.pem") or several of these separated by
+// commas, in file-name order. Returns EINVALID naming the file (never its content) when one is
 // missing or not a supported key.
 func ReadKeys(spec string) ([]Key, error) {
 	var files []string
@@ -146,6 +146,9 @@ func ReadKeys(spec string) ([]Key, error) {
 		pat = strings.TrimSpace(pat)
 		if pat == "" {
 			continue
+		}
+		if st, err := os.Stat(pat); err == nil && st.IsDir() {
+			pat = filepath.Join(pat, "*.pem")
 		}
 		m, err := filepath.Glob(pat)
 		if err != nil {

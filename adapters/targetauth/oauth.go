@@ -133,6 +133,13 @@ func newOAuth(cfg config.TargetAuth, opts Options, base http.RoundTripper) (*oau
 		}
 	case TypeSMARTBackend:
 		o.keys = opts.Keys
+		if o.keys == nil && cfg.KeyFile == "" && cfg.SecretEnv != "" {
+			// SMART's symmetric confidential client: the secret in Basic.
+			if o.secret = opts.Getenv(cfg.SecretEnv); o.secret == "" {
+				errs = append(errs, kap.Errorf(kap.EINVALID, "auth.secretEnv: the environment variable %s is not set", cfg.SecretEnv))
+			}
+			break
+		}
 		if o.keys == nil {
 			ks, err := LoadKeys(cfg.KeyFile, cfg.KeyID, cfg.Alg)
 			if err != nil {
@@ -260,7 +267,7 @@ func (o *oauth) fetch(ctx context.Context) (*token, error) {
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
-	if o.cfg.Type == TypeBasic {
+	if o.keys == nil {
 		// RFC 6749 §2.3.1: both parts form-urlencoded, then Basic.
 		req.SetBasicAuth(url.QueryEscape(o.cfg.ClientID), url.QueryEscape(o.secret))
 	}

@@ -550,6 +550,9 @@ func TestKeyRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if byDir, err := targetauth.LoadKeys(dir, newKID, ""); err != nil || len(byDir.Keys()) != 2 {
+		t.Fatalf("keyFile as a directory: %v", err)
+	}
 	if got := targetauth.PublicJWKS(before); len(got.Keys) != 2 {
 		t.Fatalf("JWKS has %d keys, want both", len(got.Keys))
 	}
@@ -605,6 +608,17 @@ func TestBasic(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "s3cr3t") {
 		t.Fatal("the client secret reached the log")
+	}
+	// smart-backend with a client secret instead of a key (SMART's
+	// symmetric confidential client) authenticates the same way.
+	smart := cfg
+	smart.Type = "smart-backend"
+	rt2, err := targetauth.New(smart, targetauth.Options{Target: "payer2", Getenv: getenv, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := get(t, rt2, as.srv.URL+"/fhir/Patient"); st != 200 || as.fetches.Load() != 2 {
+		t.Fatalf("smart-backend with secretEnv: status %d, %d token requests", st, as.fetches.Load())
 	}
 	cfg.SecretEnv = "MISSING"
 	if _, err := targetauth.New(cfg, targetauth.Options{Getenv: getenv}); err == nil || !strings.Contains(err.Error(), "secretEnv") {

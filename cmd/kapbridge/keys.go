@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 
 	"github.com/kapbridge/kap/adapters/targetauth"
+	"github.com/kapbridge/kap/internal/config"
 )
 
 const keysUsage = `usage:
@@ -108,4 +110,14 @@ func (e *env) keysJWKS(args []string) int {
 	out, _ := json.MarshalIndent(targetauth.PublicJWKS(ks), "", "  ")
 	fmt.Fprintln(e.stdout, string(out))
 	return 0
+}
+
+// serveJWKS is the handler of the gateway's public keys for SMART Backend
+// Services (docs/target-auth.md); nil when no target uses smart-backend.
+func serveJWKS(cfg config.Config) (http.Handler, error) {
+	sets, err := targetauth.KeySetsFromConfig(cfg.Targets)
+	if err != nil || len(sets) == 0 {
+		return nil, err
+	}
+	return targetauth.JWKSHandler(sets...), nil
 }

@@ -96,6 +96,13 @@ func (m *serveMain) Open() error {
 	}
 	bg, stop := context.WithCancel(context.Background())
 	m.audit, m.stop = audit, stop
+	jwks, err := serveJWKS(cfg.Config)
+	if err != nil {
+		stop()
+		audit.Close()
+		store.Close()
+		return err
+	}
 	h, err := httpapi.New(httpapi.Config{
 		Store:          store,
 		Codec:          codec,
@@ -104,6 +111,8 @@ func (m *serveMain) Open() error {
 		Audit:          audit,
 		RequestTimeout: cfg.Config.RequestTimeout.D(),
 		Context:        bg,
+		JWKS:           jwks,
+		JWKSPath:       cfg.Config.JWKSPath,
 		Logger:         cfg.Logger,
 	})
 	if err != nil {
