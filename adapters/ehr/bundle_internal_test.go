@@ -1,6 +1,9 @@
 package ehr
 
 import (
+	"encoding/base64"
+
+	"github.com/kapbridge/kap/fhir"
 	"os"
 	"path/filepath"
 	"strings"
@@ -49,5 +52,40 @@ func TestWalkRefsNested(t *testing.T) {
 	got := refsOf(res)
 	if len(got) != 2 {
 		t.Errorf("refs %v, want the nested CarePlan.activity.reference and the subject", got)
+	}
+}
+
+// The fallback note is valid FHIR R4 for every profile and dosing session.
+func TestFallbackNoteIsValidFHIR(t *testing.T) {
+	codec := fhir.MustCodec()
+	files, _ := filepath.Glob("../../testdata/fhir/*dosing*.json")
+	for _, name := range []string{"epic", "oracle-health"} {
+		p, err := LoadProfile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			es, err := parseBundle(b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pl := makePlan(p, es, nil)
+			if pl.Fallback == nil {
+				t.Fatalf("%s %s: no fallback note", name, filepath.Base(f))
+			}
+			s := &Sender{codec: codec}
+			if err := s.validateNote(pl.Fallback); err != nil {
+				t.Errorf("%s %s: %v", name, filepath.Base(f), err)
+			}
+			att := pl.Fallback.Resource["content"].([]any)[0].(map[string]any)["attachment"].(map[string]any)
+			data, _ := base64.StdEncoding.DecodeString(att["data"].(string))
+			if !strings.Contains(string(data), "MedicationAdministration") {
+				t.Errorf("%s %s: note does not summarise the administration:\n%s", name, filepath.Base(f), data)
+			}
+			if name == "oracle-health" && !strings.HasPrefix(string(data), `<div xmlns="http://www.w3.org/1999/xhtml">`) {
+				t.Errorf("oracle-health note is not XHTML: %.80s", data)
+			}
+		}
 	}
 }

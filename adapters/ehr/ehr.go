@@ -218,6 +218,11 @@ func (s *Sender) Send(ctx context.Context, msg kap.OutboxMessage) (kap.SendResul
 		return kap.SendResult{}, err
 	}
 	pl := makePlan(s.profile, es, c.filter())
+	if pl.Fallback != nil && s.codec != nil {
+		if err := s.validateNote(pl.Fallback); err != nil {
+			return kap.SendResult{}, err
+		}
+	}
 	st := &sendState{msg: msg, known: map[*entry]idVersion{}, assigned: map[string]string{}, resolved: map[string]string{}, notSent: pl.NotSent}
 	if err := s.prepare(ctx, st, pl.Send); err != nil {
 		return kap.SendResult{}, s.fail(st, err)
@@ -240,6 +245,18 @@ func (s *Sender) Send(ctx context.Context, msg kap.OutboxMessage) (kap.SendResul
 		return kap.SendResult{}, s.fail(st, err)
 	}
 	return kap.SendResult{Resources: st.done, NotSent: st.notSent, Status: st.status}, nil
+}
+
+// validateNote checks the fallback note the adapter built with the codec.
+func (s *Sender) validateNote(e *entry) error {
+	b, err := json.Marshal(e.Resource)
+	if err == nil {
+		_, err = s.codec.Unmarshal(b)
+	}
+	if err != nil {
+		return permanent(0, "the fallback DocumentReference is not valid FHIR R4: "+kap.ErrorMessage(err), nil)
+	}
+	return nil
 }
 
 // fail completes a SendError with what was written before it.
