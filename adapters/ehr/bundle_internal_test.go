@@ -2,12 +2,12 @@ package ehr
 
 import (
 	"encoding/base64"
-
-	"github.com/kapbridge/kap/fhir"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/kapbridge/kap/fhir"
 )
 
 // Every testdata Bundle is ordered so that a resource comes after the
