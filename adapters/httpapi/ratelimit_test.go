@@ -1,0 +1,71 @@
+package httpapi_test
+
+import (
+	"strconv"
+	"strings"
+	"testing"
+
+	goredis "github.com/redis/go-redis/v9"
+
+	"github.com/kapbridge/kap/adapters/httpapi"
+	kapredis "github.com/kapbridge/kap/adapters/redis"
+	"github.com/kapbridge/kap/adapters/redis/redistest"
+	"github.com/kapbridge/kap/internal/config"
+)
+
+// TestRateLimitSharedAcrossReplicas runs two gateways on one real Redis:
+// a credential's bucket is shared, so its burst is spent across both, and
+// another credential has its own bucket.
+func TestRateLimitSharedAcrossReplicas(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs redis-server")
+	}
+	srv := redistest.Start(t, redistest.Options{AppendFsync: "no"})
+	const burst = 4
+	keyA, keyB := "kap_rl_key_a", "kap_rl_key_b"
+	tenants := []config.Tenant{{Name: "clinic-a",
+		APIKeys: []config.APIKey{
+			{Name: "a", SHA256: httpapi.HashKey(keyA)},
+			{Name: "b", SHA256: httpapi.HashKey(keyB)},
+		},
+		// One token per 100 s: nothing refills during the test.
+		RateLimit: &config.RateLimit{PerSecond: 0.01, Burst: burst}}}
+	var gw [2]*secured
+	for i := range gw {
+		c := goredis.NewUniversalClient(&goredis.UniversalOptions{Addrs: []string{srv.Addr}})
+		t.Cleanup(func() { c.Close() })
+		gw[i] = newSecured(t, kapredis.New(c, kapredis.Options{}), httpapi.Config{Tenants: tenants})
+	}
+	allowed, limited := 0, [2]int{}
+	for i := range 10 {
+		g := gw[i%2]
+		r := secCall(t, "GET", g.url+"/kap/v1/clients/c001", nil, "X-API-Key", keyA)
+		switch r.status {
+		case 404: // allowed: no such record
+			allowed++
+		case 429:
+			limited[i%2]++
+			secExpect(t, "429", r, 429, "too many requests")
+			ra, err := strconv.Atoi(r.header.Get("Retry-After"))
+			if err != nil || ra < 1 || ra > 100 {
+				t.Fatalf("Retry-After %q", r.header.Get("Retry-After"))
+			}
+			if !strings.Contains(string(r.body), `"code":"throttled"`) {
+				t.Errorf("issue code: %s", r.body)
+			}
+		default:
+			t.Fatalf("status %d: %s", r.status, r.body)
+		}
+	}
+	if allowed != burst || limited[0] == 0 || limited[1] == 0 {
+		t.Fatalf("allowed %d (want %d), limited by gateway %v", allowed, burst, limited)
+	}
+	// Another credential of the same tenant has its own bucket.
+	if r := secCall(t, "GET", gw[1].url+"/kap/v1/clients/c001", nil, "X-API-Key", keyB); r.status != 404 {
+		t.Fatalf("key b: %d %s", r.status, r.body)
+	}
+	// Refused requests are audited too.
+	if !strings.Contains(gw[0].audit.String(), `"outcomeDesc":"HTTP 429`) {
+		t.Errorf("no audit event for a 429: %s", gw[0].audit.String())
+	}
+}
