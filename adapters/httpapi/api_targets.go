@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"github.com/kapbridge/kap"
+	"github.com/kapbridge/kap/internal/config"
 )
 
 // TargetPolicy is one delivery target of a tenant and its consent rule.
@@ -129,6 +130,31 @@ func targetNames(ps []TargetPolicy) []string {
 		if !slices.Contains(out, p.Name) {
 			out = append(out, p.Name)
 		}
+	}
+	return out
+}
+
+// TargetPolicies returns Config.TenantTargets from the loaded configuration:
+// each tenant's targets (config.Tenant.Targets) with the target's
+// RequireConsent, which defaults to true for FHIR targets (EHRs and payers)
+// and false for NDJSON folders.
+func TargetPolicies(cfg config.Config) map[string][]TargetPolicy {
+	byName := map[string]config.Target{}
+	for _, t := range cfg.Targets {
+		byName[t.Name] = t
+	}
+	out := map[string][]TargetPolicy{}
+	for _, ten := range cfg.Tenants {
+		ps := []TargetPolicy{}
+		for _, name := range ten.Targets {
+			t := byName[name]
+			rc := t.Type == "fhir"
+			if t.RequireConsent != nil {
+				rc = *t.RequireConsent
+			}
+			ps = append(ps, TargetPolicy{Name: name, RequireConsent: rc})
+		}
+		out[ten.Name] = ps
 	}
 	return out
 }

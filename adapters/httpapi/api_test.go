@@ -27,6 +27,7 @@ import (
 	"github.com/kapbridge/kap/adapters/redis/redistest"
 	"github.com/kapbridge/kap/adapters/storetest"
 	"github.com/kapbridge/kap/fhir"
+	"github.com/kapbridge/kap/internal/config"
 )
 
 // The API tests run over real HTTP against both stores: the embedded bbolt
@@ -613,4 +614,17 @@ func TestDeliveries(t *testing.T) {
 			t.Fatalf("other tenant: %d", resp.StatusCode)
 		}
 	})
+}
+
+func TestTargetPolicies(t *testing.T) {
+	no := false
+	cfg := config.Config{
+		Targets: []config.Target{{Name: "ndjson", Type: "ndjson"}, {Name: "ehr", Type: "fhir"},
+			{Name: "lab", Type: "fhir", RequireConsent: &no}},
+		Tenants: []config.Tenant{{Name: "a", Targets: []string{"ndjson", "ehr", "lab"}}, {Name: "b", Targets: []string{"ndjson"}}},
+	}
+	got := fmt.Sprint(httpapi.TargetPolicies(cfg))
+	if want := "map[a:[{ndjson false} {ehr true} {lab false}] b:[{ndjson false}]]"; got != want {
+		t.Fatalf("policies = %s, want %s", got, want)
+	}
 }
