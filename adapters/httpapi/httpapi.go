@@ -90,6 +90,9 @@ type Config struct {
 	// TracerProvider, when set, traces every request (otelgin) with spans
 	// named by route pattern and no raw URL or query (see NewTracerProvider).
 	TracerProvider trace.TracerProvider
+	// Ready, when set, is asked by GET /readyz after the store: an error
+	// answers 503 (e.g. a process whose delivery workers are not running).
+	Ready func(ctx context.Context) error
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -173,7 +176,7 @@ func New(cfg Config) (http.Handler, error) {
 		s.failStatus(c, http.StatusMethodNotAllowed, kap.Errorf(kap.ENOTIMPLEMENTED, "method not allowed on this path"))
 	})
 	r.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
-	r.GET("/readyz", s.readyz)
+	r.GET("/readyz", s.ready, s.readyz)
 	r.GET("/metrics", s.metricsHandler())
 	if cfg.JWKS != nil {
 		p := cfg.JWKSPath
@@ -187,4 +190,16 @@ func New(cfg Config) (http.Handler, error) {
 	s.fhirPublicRoutes(r.Group("/fhir/r4"))
 	s.fhirRoutes(r.Group("/fhir/r4", s.guard()...))
 	return r, nil
+}
+
+// ready answers 503 when Config.Ready reports the process is not ready.
+func (s *server) ready(c *gin.Context) {
+	if s.cfg.Ready == nil {
+		return
+	}
+	if err := s.cfg.Ready(c.Request.Context()); err != nil {
+		s.log.Warn("not ready", "reason", err.Error())
+		s.fail(c, kap.Errorf(kap.EUNAVAILABLE, "not ready: %s", err.Error()))
+		c.Abort()
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/kapbridge/kap/adapters/httpapi"
 	"github.com/kapbridge/kap/fhir"
 	"github.com/kapbridge/kap/internal/config"
+	"github.com/kapbridge/kap/internal/metrics"
 )
 
 // Defaults of kapbridge serve.
@@ -49,6 +50,8 @@ type serveMain struct {
 	ln    net.Listener
 	srv   *http.Server
 	done  chan error
+	met   *metrics.Metrics
+	dlv   *deliveryMain      // the delivery worker, when the role runs it
 	audit *httpapi.AuditFile // the audit trail, <data>/audit
 	stop  context.CancelFunc // ends the handler's background work
 }
@@ -96,13 +99,7 @@ func (m *serveMain) Open() error {
 	}
 	bg, stop := context.WithCancel(context.Background())
 	m.audit, m.stop = audit, stop
-	jwks, err := serveJWKS(cfg.Config)
-	if err != nil {
-		stop()
-		audit.Close()
-		store.Close()
-		return err
-	}
+	m.met = metrics.New()
 	h, err := httpapi.New(httpapi.Config{
 		Store:          store,
 		Codec:          codec,
@@ -111,8 +108,8 @@ func (m *serveMain) Open() error {
 		Audit:          audit,
 		RequestTimeout: cfg.Config.RequestTimeout.D(),
 		Context:        bg,
-		JWKS:           jwks,
-		JWKSPath:       cfg.Config.JWKSPath,
+		Metrics:        m.met,
+		Ready:          m.ready,
 		Logger:         cfg.Logger,
 	})
 	if err != nil {
@@ -128,6 +125,11 @@ func (m *serveMain) Open() error {
 		return err
 	}
 	m.store, m.ln = store, ln
+	if err := m.startDelivery(store, codec); err != nil {
+		ln.Close()
+		store.Close()
+		return err
+	}
 	m.srv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -154,6 +156,9 @@ func (m *serveMain) Close() error {
 	err := m.srv.Shutdown(ctx)
 	if serr := <-m.done; serr != nil && !errors.Is(serr, http.ErrServerClosed) && err == nil {
 		err = serr
+	}
+	if derr := m.stopDelivery(); err == nil {
+		err = derr
 	}
 	if cerr := m.store.Close(); err == nil {
 		err = cerr

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kapbridge/kap/internal/config"
+)
+
+// ndjsonLines returns the Bundles the default ndjson target wrote under the
+// data directory.
+func ndjsonLines(t *testing.T, dir string) []map[string]any {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "ndjson", "*.ndjson"))
+	var out []map[string]any
+	for _, f := range files {
+		fh, err := os.Open(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(fh)
+		sc.Buffer(make([]byte, 64<<10), 16<<20)
+		for sc.Scan() {
+			var b map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &b); err != nil {
+				t.Fatalf("%s: a line is not JSON: %v", f, err)
+			}
+			out = append(out, b)
+		}
+		fh.Close()
+	}
+	return out
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// kapbridge serve with the default configuration delivers a submitted
+// record's Bundle to the NDJSON folder under the data directory.
+func TestServeDeliversToNDJSON(t *testing.T) {
+	dir := t.TempDir()
+	m := startServer(t, dir, io.Discard)
+	defer m.Close()
+	key, err := os.ReadFile(filepath.Join(dir, bootstrapKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &httpClient{t: t, base: "http://" + m.Addr(), key: strings.TrimSpace(string(key))}
+	if r := c.get("/readyz"); r.status != 200 {
+		t.Fatalf("readyz %d: %s", r.status, r.body)
+	}
+	data, err := os.ReadFile("../../testdata/kap/10-client-c001.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := c.post("/kap/v1/clients", data)
+	if r.status != 201 {
+		t.Fatalf("POST: %d %s", r.status, r.body)
+	}
+	waitFor(t, "the Bundle in the ndjson folder", func() bool { return len(ndjsonLines(t, dir)) > 0 })
+	lines := ndjsonLines(t, dir)
+	if len(lines) != 1 {
+		t.Fatalf("%d lines, want 1", len(lines))
+	}
+	b := lines[0]
+	if b["resourceType"] != "Bundle" || b["type"] != "transaction" {
+		t.Fatalf("line is not a transaction Bundle: %v", b["resourceType"])
+	}
+	var want struct {
+		Bundle map[string]any `json:"bundle"`
+	}
+	if err := json.Unmarshal(r.body, &want); err != nil || want.Bundle == nil {
+		t.Fatalf("response has no bundle: %v", err)
+	}
+	gotJSON, _ := json.Marshal(b)
+	wantJSON, _ := json.Marshal(want.Bundle)
+	if string(gotJSON) != string(wantJSON) {
+		t.Fatalf("the delivered Bundle differs from the mapped one")
+	}
+	// The files are private.
+	files, _ := filepath.Glob(filepath.Join(dir, "ndjson", "*.ndjson"))
+	if st, err := os.Stat(files[0]); err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("mode %v %v", st.Mode(), err)
+	}
+	// The same record again is not a new version: nothing more is sent.
+	if r := c.post("/kap/v1/clients", data); r.status != 200 {
+		t.Fatalf("resubmission: %d %s", r.status, r.body)
+	}
+	time.Sleep(300 * time.Millisecond)
+	if n := len(ndjsonLines(t, dir)); n != 1 {
+		t.Fatalf("%d lines after a resubmission, want 1", n)
+	}
+	// The worker metrics are on /metrics.
+	if r := c.get("/metrics"); r.status != 200 || !strings.Contains(string(r.body), `kapbridge_deliveries_total{outcome="delivered",target="ndjson"} 1`) {
+		t.Fatalf("/metrics lacks the delivery:\n%s", r.body)
+	}
+}
+
+// /readyz is 503 while a process whose role runs workers has them stopped;
+// an api-only process runs none and is ready.
+func TestReadyzFollowsTheWorkers(t *testing.T) {
+	dir := t.TempDir()
+	m := startServer(t, dir, io.Discard)
+	defer m.Close()
+	c := &httpClient{t: t, base: "http://" + m.Addr()}
+	if r := c.get("/readyz"); r.status != 200 {
+		t.Fatalf("readyz %d: %s", r.status, r.body)
+	}
+	if err := m.dlv.worker.Stop(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	r := c.get("/readyz")
+	expectOutcome(t, r, 503, "")
+	if !strings.Contains(string(r.body), "delivery workers are not running") {
+		t.Fatalf("readyz body: %s", r.body)
+	}
+
+	api := &serveMain{cfg: serveConfig{Config: config.Config{Role: config.RoleAPI}, Addr: "127.0.0.1:0",
+		DataDir: t.TempDir(), Logger: slog.New(slog.DiscardHandler)}}
+	if err := api.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	if api.dlv != nil {
+		t.Fatal("an api-only process started a worker")
+	}
+	c = &httpClient{t: t, base: "http://" + api.Addr()}
+	if r := c.get("/readyz"); r.status != 200 {
+		t.Fatalf("api readyz %d: %s", r.status, r.body)
+	}
+}
+
+func TestBuildSenderRefusesBadTargets(t *testing.T) {
+	dir := t.TempDir()
+	m := startServer(t, dir, io.Discard)
+	defer m.Close()
+	d := deliveryDeps{Store: m.store, Logger: slog.New(slog.DiscardHandler), Getenv: func(string) string { return "" }}
+	for _, c := range []struct {
+		t    config.Target
+		want string
+	}{
+		{config.Target{Name: "x", Type: "sftp"}, "targets x: type must be fhir or ndjson"},
+		{config.Target{Name: "ehr", Type: "fhir", BaseURL: "ftp://ehr.example"}, "base URL"},
+		{config.Target{Name: "ehr", Type: "fhir", BaseURL: "https://ehr.example/fhir", Auth: config.TargetAuth{Type: "bearer", TokenEnv: "EHR_TOKEN"}}, "EHR_TOKEN"},
+		{config.Target{Name: "ehr", Type: "fhir", BaseURL: "https://ehr.example/fhir", Profile: "nope"}, "no write profile"},
+		{config.Target{Name: "ehr", Type: "fhir", BaseURL: "https://ehr.example/fhir", Profile: filepath.Join(dir, "missing.json")}, "profile"},
+		{config.Target{Name: "files", Type: "ndjson"}, "dir is required"},
+	} {
+		_, _, err := buildSender(d, c.t)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%+v: error %v, want %q", c.t, err, c.want)
+		}
+	}
+	s, closeFn, err := buildSender(d, config.Target{Name: "ehr", Type: "fhir", BaseURL: "https://ehr.example/fhir", Profile: "epic"})
+	if err != nil || s.Target() != "ehr" {
+		t.Fatalf("fhir target: %v", err)
+	}
+	closeFn()
+}
