@@ -151,7 +151,7 @@ func (s *server) fhirCreate(c *gin.Context) {
 	e := &inEntry{typ: typ, res: r, msg: msg, path: typ}
 	tenant := c.GetString(ctxTenant)
 	e.id = s.createID(tenant, e)
-	s.storeOne(c, tenant, e, true)
+	s.storeOne(c, tenant, e)
 }
 
 // fhirUpdate is PUT /fhir/r4/{type}/{id}.
@@ -200,17 +200,17 @@ func (s *server) fhirUpdate(c *gin.Context) {
 		}
 		e.ifMatch = v
 	}
-	s.storeOne(c, c.GetString(ctxTenant), e, false)
+	s.storeOne(c, c.GetString(ctxTenant), e)
 }
 
 // storeOne resolves, stores and answers one resource.
-func (s *server) storeOne(c *gin.Context, tenant string, e *inEntry, create bool) {
+func (s *server) storeOne(c *gin.Context, tenant string, e *inEntry) {
 	ctx := c.Request.Context()
-	if f := s.checkOwner(ctx, tenant, e); f != nil {
+	if f := s.resolveClient(ctx, tenant, e, nil); f != nil {
 		s.failStatus(c, f.status, f.err)
 		return
 	}
-	if f := s.resolveClient(ctx, tenant, e, nil); f != nil {
+	if f := s.checkOwner(ctx, tenant, e); f != nil {
 		s.failStatus(c, f.status, f.err)
 		return
 	}
@@ -225,7 +225,7 @@ func (s *server) storeOne(c *gin.Context, tenant string, e *inEntry, create bool
 		return
 	}
 	st := http.StatusOK
-	if created && (create || rec.Version == 1) {
+	if created && rec.Version == 1 {
 		st = http.StatusCreated
 	}
 	c.Header("Location", baseURL(c)+"/"+e.typ+"/"+e.id+"/_history/"+strconv.Itoa(rec.Version))
@@ -252,7 +252,8 @@ func firstIdentifier(r fhirRes) (system, value string) {
 }
 
 // checkOwner refuses to overwrite a resource the gateway mapped from a
-// clinic record.
+// clinic record, and to move a received resource to another patient. Call
+// it after resolveClient.
 func (s *server) checkOwner(ctx context.Context, tenant string, e *inEntry) *inFail {
 	rec, err := resolveID(ctx, s.cfg.Store.Records(), tenant, e.typ, e.id)
 	if kap.ErrorCode(err) == kap.ENOTFOUND {
@@ -263,6 +264,14 @@ func (s *server) checkOwner(ctx context.Context, tenant string, e *inEntry) *inF
 	if rec.Kind != string(kap.KindEHRResource) {
 		return &inFail{status: http.StatusConflict, err: &kap.Error{Code: kap.ECONFLICT, Message: "conflict",
 			Issues: []kap.Issue{{Path: e.path + ".id", Reason: "this id is a resource the gateway mapped from a clinic record; change it through the kap/v1 API"}}}}
+	}
+	if rec.ClientID != e.clientID {
+		field := patientField[e.typ]
+		if field == "" {
+			field = "identifier"
+		}
+		return &inFail{status: http.StatusConflict, err: &kap.Error{Code: kap.ECONFLICT, Message: "conflict",
+			Issues: []kap.Issue{{Path: e.path + "." + field, Reason: "this resource is stored for another patient; it cannot move to a different one"}}}}
 	}
 	return nil
 }
@@ -482,15 +491,15 @@ func (s *server) fhirBundle(c *gin.Context) {
 				continue
 			}
 			order = append(order, i)
-			if f := s.checkOwner(ctx, tenant, e); f != nil {
-				fails[i], entries[i] = f, nil
-				continue
-			}
 			var l map[string]*inEntry
 			if !batch {
 				l = local
 			}
 			if f := s.resolveClient(ctx, tenant, e, l); f != nil {
+				fails[i], entries[i] = f, nil
+				continue
+			}
+			if f := s.checkOwner(ctx, tenant, e); f != nil {
 				fails[i], entries[i] = f, nil
 				continue
 			}
