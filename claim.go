@@ -230,6 +230,9 @@ type ClaimInput struct {
 // bill it, required modifiers are appended, and every line points to
 // every diagnosis (primary first).
 func BuildClaim(in ClaimInput, p *PayerProfile) (*Claim, error) {
+	if p == nil {
+		return nil, Errorf(EINVALID, "a claim needs a payer profile")
+	}
 	if (in.Dosing == nil) == (in.Integration == nil) {
 		return nil, Errorf(EINVALID, "a claim is built from exactly one dosing or integration session")
 	}
@@ -425,6 +428,13 @@ func Preflight(in PreflightInput) []PreflightIssue {
 	var out []PreflightIssue
 	add := func(rule, path, format string, args ...any) {
 		out = append(out, PreflightIssue{Rule: rule, Path: path, Message: fmt.Sprintf(format, args...)})
+	}
+	if c == nil {
+		add(RuleUnknownCode, "", "there is no claim to check")
+		return out
+	}
+	if p == nil {
+		p = &PayerProfile{ID: "(none)"} // covers nothing: every line is refused as not covered
 	}
 	// Coverage.
 	switch cov := in.Coverage; {

@@ -1,6 +1,7 @@
 package kap_test
 
 import (
+	"math/rand/v2"
 	"os"
 	"strings"
 	"testing"
@@ -249,4 +250,47 @@ func issuePaths(err error) string {
 		s = append(s, i.Path)
 	}
 	return strings.Join(s, " ")
+}
+
+// TestPreflightNeverPanics runs the preflight over many randomly damaged
+// claims: it must return issues with a rule and a message, never panic.
+func TestPreflightNeverPanics(t *testing.T) {
+	ds := loadRecord[*kap.DosingSession](t, "35-dosing-c002-1.json")
+	p := testProfile()
+	rng := rand.New(rand.NewPCG(1, 2))
+	codes := []string{"0820T", "0821T", "0822T", "96365", "96366", "G2082", "G2083", "J0013", "J3490", "J3000", "", "90785"}
+	for i := 0; i < 2000; i++ {
+		c, err := kap.BuildClaim(kap.ClaimInput{Dosing: ds, Diagnoses: []string{"F43.12"}, Coverage: testCoverage("c002")}, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range c.Lines {
+			switch rng.IntN(4) {
+			case 0:
+				c.Lines[j].Code = codes[rng.IntN(len(codes))]
+			case 1:
+				c.Lines[j].Units = rng.IntN(7) - 2
+			case 2:
+				c.Lines[j].DiagnosisPointers = []int{rng.IntN(4) - 1}
+			}
+		}
+		if rng.IntN(5) == 0 {
+			c.Diagnoses = append(c.Diagnoses, kap.ClaimDiagnosis{Sequence: 2, ICD10: "not-a-code"})
+		}
+		var cov *kap.Coverage
+		if rng.IntN(3) > 0 {
+			cov = testCoverage("c002")
+		}
+		for _, is := range kap.Preflight(kap.PreflightInput{Claim: c, Profile: p, Coverage: cov, Dosing: ds}) {
+			if is.Rule == "" || is.Message == "" {
+				t.Fatalf("issue without rule or message: %+v", is)
+			}
+		}
+	}
+	if got := kap.Preflight(kap.PreflightInput{}); len(got) != 1 {
+		t.Errorf("nil claim: %v", got)
+	}
+	if _, err := kap.BuildClaim(kap.ClaimInput{Dosing: ds}, nil); kap.ErrorCode(err) != kap.EINVALID {
+		t.Errorf("nil profile: %v", err)
+	}
 }

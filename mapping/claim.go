@@ -125,6 +125,9 @@ func billingCoding(code string) *dpb.Coding {
 // diagnosisSequence and the session's Encounter. The resource is validated
 // with the codec.
 func (m *Mapper) MapClaim(c *kap.Claim, in ClaimInput) (*claimpb.Claim, error) {
+	if c == nil {
+		return nil, kap.Errorf(kap.EINVALID, "no claim")
+	}
 	if in.Coverage == nil {
 		return nil, kap.Errorf(kap.EINVALID, "claim %s has no coverage: FHIR Claim.insurance is required", c.ID)
 	}
@@ -216,6 +219,9 @@ func (m *Mapper) MapClaim(c *kap.Claim, in ClaimInput) (*claimpb.Claim, error) {
 // kap.Claim (id, client, provider, coverage, diagnoses, lines). It is used
 // to preflight a Claim that comes back edited.
 func (m *Mapper) ClaimFrom(cl *claimpb.Claim) (*kap.Claim, error) {
+	if cl == nil {
+		return nil, kap.Errorf(kap.EINVALID, "no Claim")
+	}
 	c := &kap.Claim{}
 	v := fhir.IdentifierValue(cl.GetIdentifier(), m.System("Claim"))
 	id, ok := strings.CutPrefix(v, "claim/")

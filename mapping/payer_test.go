@@ -468,3 +468,108 @@ func BenchmarkREMS(b *testing.B) {
 		}
 	}
 }
+
+// TestREMSResponseMatchesQuestionnaire checks every QuestionnaireResponse
+// item (complete and incomplete reports) against REMSQuestionnaire: the
+// linkId exists, the answer's type is the item's type, group items carry
+// child items and no answer; an incomplete report gives status in-progress
+// and leaves the missing items out.
+func TestREMSResponseMatchesQuestionnaire(t *testing.T) {
+	w := loadPayerWorld(t)
+	m := newMapper(t)
+	v := conformance.NewValidator(m.Codec())
+	qdata, err := m.Codec().Marshal(mapping.REMSQuestionnaire())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Validate(qdata); err != nil {
+		t.Fatalf("questionnaire: %v", err)
+	}
+	var q struct {
+		URL, Version string
+		Item         []struct {
+			LinkID string `json:"linkId"`
+			Type   string `json:"type"`
+			Item   []struct {
+				LinkID string `json:"linkId"`
+				Type   string `json:"type"`
+			} `json:"item"`
+		} `json:"item"`
+	}
+	if err := json.Unmarshal(qdata, &q); err != nil {
+		t.Fatal(err)
+	}
+	types := map[string]string{}
+	for _, it := range q.Item {
+		types[it.LinkID] = it.Type
+		for _, c := range it.Item {
+			types[c.LinkID] = c.Type
+		}
+	}
+	valueKey := map[string]string{"date": "valueDate", "quantity": "valueQuantity", "string": "valueString",
+		"integer": "valueInteger", "boolean": "valueBoolean", "dateTime": "valueDateTime"}
+	type qrItem struct {
+		LinkID string           `json:"linkId"`
+		Answer []map[string]any `json:"answer"`
+		Item   []qrItem         `json:"item"`
+	}
+	var check func(t *testing.T, it qrItem)
+	check = func(t *testing.T, it qrItem) {
+		typ, ok := types[it.LinkID]
+		if !ok {
+			t.Errorf("linkId %s is not in the Questionnaire", it.LinkID)
+			return
+		}
+		if typ == "group" {
+			if len(it.Answer) != 0 || len(it.Item) == 0 {
+				t.Errorf("group %s: %d answers, %d items", it.LinkID, len(it.Answer), len(it.Item))
+			}
+			for _, c := range it.Item {
+				check(t, c)
+			}
+			return
+		}
+		if len(it.Answer) != 1 || it.Answer[0][valueKey[typ]] == nil {
+			t.Errorf("%s (%s): answer %v", it.LinkID, typ, it.Answer)
+		}
+	}
+	s := w.recs["75-dosing-c006-7-esketamine84"].(*kap.DosingSession)
+	for _, answers := range []kap.REMSAnswers{{SedativeHypnotics: ptrBool(true)}, {}} {
+		r, err := kap.CheckREMS(kap.REMSInput{Session: s, Intake: w.intakes["c006"], Answers: answers})
+		if err != nil {
+			t.Fatal(err)
+		}
+		qr, err := m.MapREMS(r, mapping.REMSInput{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		data, _ := m.Codec().Marshal(qr)
+		if _, err := v.Validate(data); err != nil {
+			t.Errorf("questionnaire response: %v", err)
+		}
+		var doc struct {
+			Questionnaire string   `json:"questionnaire"`
+			Status        string   `json:"status"`
+			Item          []qrItem `json:"item"`
+		}
+		if err := json.Unmarshal(data, &doc); err != nil {
+			t.Fatal(err)
+		}
+		if doc.Questionnaire != mapping.REMSQuestionnaireURL+"|"+mapping.REMSQuestionnaireVersion {
+			t.Errorf("questionnaire %s", doc.Questionnaire)
+		}
+		wantStatus, wantItems := "completed", len(kap.REMSQuestions)
+		if !r.Complete() {
+			wantStatus, wantItems = "in-progress", len(kap.REMSQuestions)-len(r.Missing())
+		}
+		if doc.Status != wantStatus || len(doc.Item) != wantItems {
+			t.Errorf("status %s with %d items; want %s with %d", doc.Status, len(doc.Item), wantStatus, wantItems)
+		}
+		for _, it := range doc.Item {
+			check(t, it)
+			if it.LinkID == kap.REMSItemHypnotics && answers.SedativeHypnotics == nil {
+				t.Error("an unanswered item is in the response")
+			}
+		}
+	}
+}
