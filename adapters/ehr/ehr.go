@@ -432,10 +432,11 @@ func (s *Sender) writeOne(ctx context.Context, st *sendState, e *entry, strategy
 		}
 	}
 	if haveID && !rule.Accepts("update") && e.Type != "Provenance" {
-		// Already there; the target takes no update of this type.
+		// Already there; the target takes no update of this type. It is
+		// confirmed (the ledger keeps the target id) with a note, not
+		// listed in NotSent (which the worker records as a failed write).
 		s.confirm(st, e, known, 0)
-		st.notSent = append(st.notSent, kap.NotSent{ResourceType: e.Type, Identifier: e.Key(),
-			Reason: fmt.Sprintf("already at the target, which accepts no update of %s: the earlier version stays", e.Type)})
+		st.done[len(st.done)-1].LastError = fmt.Sprintf("not updated: the target accepts no update of %s; the version written first stays", e.Type)
 		return nil
 	}
 
