@@ -97,6 +97,23 @@ ensure_validators() {
 	log "installed validators; Node $("$NODE_DIR/node_modules/.bin/node" --version)"
 }
 
+# fhir-kit-client for the FHIR facade test (adapters/httpapi/fhirkit_test.go);
+# runs on the Node 22 of conformance/node, so after ensure_validators.
+ensure_fhirkit() {
+	local dir="$ROOT/adapters/httpapi/testdata/fhirkit" marker want have=""
+	marker="$dir/node_modules/.kapbridge-lock.sha256"
+	want="$(cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -d' ' -f1)"
+	[ -f "$marker" ] && have="$(cat "$marker")"
+	if [ -d "$dir/node_modules/fhir-kit-client" ] && [ "$want" = "$have" ]; then
+		log "fhirkit up to date (lock $want)"
+		return 0
+	fi
+	ensure_npm
+	log "npm ci in adapters/httpapi/testdata/fhirkit"
+	(cd "$dir" && CI=true npm ci --no-audit --no-fund --loglevel=error </dev/null)
+	printf '%s\n' "$want" >"$marker"
+}
+
 # --- chromium (browser tests) -------------------------------------------------
 # Installed only when KAPBRIDGE_NEED_CHROMIUM=1 (Debian packages chromium and
 # chromium-driver: /usr/bin/chromium, /usr/bin/chromedriver).
@@ -114,5 +131,6 @@ ensure_chromium() {
 
 ensure_redis
 ensure_validators
+ensure_fhirkit
 ensure_chromium
 log "done"
