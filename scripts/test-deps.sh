@@ -2,7 +2,7 @@
 # Installs what the test suite needs on a fresh Debian machine; idempotent.
 #   - redis-server (Debian package; binary only, the Debian service is not kept running)
 #   - conformance/node: third-party FHIR validators (npm ci from the lock file)
-#   - chromium only when KAPBRIDGE_NEED_CHROMIUM=1
+#   - chromium (Debian package) for the admin console's browser tests
 # Downloads only from Debian's apt sources and the npm registry.
 # Runs as root, or through sudo. Non-interactive (CI=true, no stdin).
 set -euo pipefail
@@ -115,17 +115,15 @@ ensure_fhirkit() {
 }
 
 # --- chromium (browser tests) -------------------------------------------------
-# Installed only when KAPBRIDGE_NEED_CHROMIUM=1 (Debian packages chromium and
-# chromium-driver: /usr/bin/chromium, /usr/bin/chromedriver).
+# Always installed: adapters/admin's browser tests drive it with chromedp
+# (Debian package chromium: /usr/bin/chromium). Idempotent: nothing is
+# downloaded when it is present.
 ensure_chromium() {
-	if [ "${KAPBRIDGE_NEED_CHROMIUM:-0}" != "1" ]; then
-		return 0
-	fi
-	if command -v chromium >/dev/null 2>&1 && command -v chromedriver >/dev/null 2>&1; then
+	if command -v chromium >/dev/null 2>&1; then
 		log "chromium present ($(command -v chromium))"
 		return 0
 	fi
-	apt_install chromium chromium-driver
+	apt_install chromium
 	log "installed chromium"
 }
 
