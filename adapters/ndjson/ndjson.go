@@ -28,6 +28,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/crc32"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -63,7 +65,20 @@ type Sender struct {
 	mu      sync.Mutex
 	closed  bool
 	written map[string]position // tenant "\x00" message id -> where
-	lines   map[string]int      // day file -> lines written
+	queue   []*pending          // sends waiting for the next group commit
+	leading bool                // a send is writing a batch
+	batch   int64               // the last batch number
+	lines   map[string]int      // day file -> lines written (the leader's)
+}
+
+// pending is one Send waiting for its batch.
+type pending struct {
+	key  string
+	msg  kap.OutboxMessage
+	line []byte
+	pos  position
+	err  error
+	done chan struct{}
 }
 
 type position struct {
@@ -78,6 +93,8 @@ type intent struct {
 	Offset int64  `json:"o"`
 	Len    int64  `json:"n"`
 	Line   int    `json:"l"`
+	CRC    uint32 `json:"c"` // CRC-32 (IEEE) of the line
+	Batch  int64  `json:"b"` // the group commit that wrote it
 }
 
 var _ kap.Sender = (*Sender)(nil)
@@ -109,6 +126,7 @@ func New(opt Options) (*Sender, error) {
 		return nil, fmt.Errorf("ndjson: lock the target folder: %w", err)
 	}
 	s.lock = lock
+	s.batch = time.Now().UnixNano() // batch numbers differ across restarts
 	if err := s.load(); err != nil {
 		lock.Close()
 		return nil, err
@@ -201,17 +219,24 @@ func (s *Sender) repair(day string) ([]intent, error) {
 		starts = append(starts, good)
 		good += nl + 1
 	}
-	if n := len(ints); n > 0 {
-		last := ints[n-1]
-		complete, err := lineComplete(s.dataPath(day), last)
+	// Only the last batch's lines can be missing or torn: every earlier
+	// batch was fsynced before the next one began. Check each of them
+	// against its CRC; from the first bad one on, drop them all.
+	first := len(ints)
+	for first > 0 && ints[first-1].Batch == ints[len(ints)-1].Batch {
+		first--
+	}
+	for i := first; i < len(ints); i++ {
+		ok, err := lineIntact(s.dataPath(day), ints[i])
 		if err != nil {
 			return nil, err
 		}
-		if !complete {
-			if err := truncateSync(s.dataPath(day), last.Offset); err != nil {
+		if !ok {
+			if err := truncateSync(s.dataPath(day), ints[i].Offset); err != nil {
 				return nil, err
 			}
-			good, ints = starts[n-1], ints[:n-1]
+			good, ints = starts[i], ints[:i]
+			break
 		}
 	}
 	if good != len(raw) {
@@ -222,8 +247,8 @@ func (s *Sender) repair(day string) ([]intent, error) {
 	return ints, nil
 }
 
-// lineComplete reports whether the data file holds the whole line of in.
-func lineComplete(path string, in intent) (bool, error) {
+// lineIntact reports whether the data file holds the whole line of in.
+func lineIntact(path string, in intent) (bool, error) {
 	f, err := os.Open(path)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
@@ -232,18 +257,17 @@ func lineComplete(path string, in intent) (bool, error) {
 		return false, fmt.Errorf("ndjson: %w", err)
 	}
 	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return false, fmt.Errorf("ndjson: %w", err)
-	}
-	if in.Len <= 0 || st.Size() < in.Offset+in.Len {
+	if in.Len <= 0 || in.Len > 1<<30 {
 		return false, nil
 	}
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, in.Offset+in.Len-1); err != nil {
+	b := make([]byte, in.Len)
+	if _, err := f.ReadAt(b, in.Offset); err != nil {
+		if errors.Is(err, io.EOF) {
+			return false, nil
+		}
 		return false, fmt.Errorf("ndjson: %w", err)
 	}
-	return b[0] == '\n', nil
+	return b[len(b)-1] == '\n' && crc32.ChecksumIEEE(b) == in.CRC, nil
 }
 
 func mustJSON(v any) []byte {
@@ -282,23 +306,48 @@ func (s *Sender) Send(ctx context.Context, msg kap.OutboxMessage) (kap.SendResul
 	line.WriteByte('\n')
 
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.closed {
+		s.mu.Unlock()
 		return kap.SendResult{}, &kap.SendError{Kind: kap.SendTransient, Err: errors.New("the ndjson target is closed")}
 	}
 	key := msg.Tenant + "\x00" + msg.ID
 	if pos, ok := s.written[key]; ok {
+		s.mu.Unlock()
 		return s.result(msg, pos), nil
 	}
-	day := s.opt.Now().UTC().Format(time.DateOnly)
-	pos, err := s.appendLine(day, msg, line.Bytes())
-	if err != nil {
-		// The files are consistent again after a failed write only once
-		// repaired; a transient error makes the outbox retry.
-		return kap.SendResult{}, &kap.SendError{Kind: kap.SendTransient, Err: err}
+	p := &pending{key: key, msg: msg, line: line.Bytes(), done: make(chan struct{})}
+	s.queue = append(s.queue, p)
+	if !s.leading {
+		// Group commit: this send writes every queued line with one
+		// fsync of the index and one of the day file, and again while
+		// more arrived meanwhile.
+		s.leading = true
+		for len(s.queue) > 0 {
+			batch := s.queue
+			s.queue = nil
+			s.batch++
+			n := s.batch
+			day := s.opt.Now().UTC().Format(time.DateOnly)
+			s.mu.Unlock()
+			s.writeBatch(day, n, batch)
+			s.mu.Lock()
+			for _, q := range batch {
+				if q.err == nil {
+					s.written[q.key] = q.pos
+				}
+				close(q.done)
+			}
+		}
+		s.leading = false
 	}
-	s.written[key] = pos
-	return s.result(msg, pos), nil
+	s.mu.Unlock()
+	<-p.done
+	if p.err != nil {
+		// A transient error makes the outbox retry; the failed write was
+		// rolled back (or is repaired on the next open).
+		return kap.SendResult{}, &kap.SendError{Kind: kap.SendTransient, Err: p.err}
+	}
+	return s.result(msg, p.pos), nil
 }
 
 func (s *Sender) result(msg kap.OutboxMessage, pos position) kap.SendResult {
@@ -313,66 +362,94 @@ func (s *Sender) result(msg kap.OutboxMessage, pos position) kap.SendResult {
 	return res
 }
 
-// appendLine writes the intent, then the data line, each fsynced.
-func (s *Sender) appendLine(day string, msg kap.OutboxMessage, line []byte) (position, error) {
-	dp := s.dataPath(day)
-	df, err := os.OpenFile(dp, os.O_RDWR|os.O_CREATE, 0o600)
+// writeBatch appends the lines of batch to the day file: first their
+// intents to the index (fsync), then the lines (fsync). It sets each
+// pending's position or error. Only the leader calls it.
+func (s *Sender) writeBatch(day string, n int64, batch []*pending) {
+	fail := func(err error) {
+		for _, p := range batch {
+			p.err = err
+		}
+	}
+	df, err := os.OpenFile(s.dataPath(day), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
-		return position{}, fmt.Errorf("open the day file: %w", err)
+		fail(fmt.Errorf("open the day file: %w", err))
+		return
 	}
 	defer df.Close()
 	st, err := df.Stat()
 	if err != nil {
-		return position{}, err
+		fail(err)
+		return
 	}
-	created := st.Size() == 0
-	in := intent{Tenant: msg.Tenant, ID: msg.ID, Offset: st.Size(), Len: int64(len(line)), Line: s.lines[day] + 1}
-	ip := s.indexPath(day)
-	xf, err := os.OpenFile(ip, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	xf, err := os.OpenFile(s.indexPath(day), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
-		return position{}, fmt.Errorf("open the index: %w", err)
-	}
-	xst, err := xf.Stat()
-	if err != nil {
-		xf.Close()
-		return position{}, err
-	}
-	undo := func() {
-		// Roll the intent back so the index never names a line that is
-		// not there (best effort; load repairs it otherwise).
-		xf.Truncate(xst.Size())
-		xf.Sync()
-		df.Truncate(in.Offset)
-		df.Sync()
+		fail(fmt.Errorf("open the index: %w", err))
+		return
 	}
 	defer xf.Close()
-	if _, err := xf.Write(append(mustJSON(in), '\n')); err != nil {
-		undo()
-		return position{}, fmt.Errorf("write the index: %w", err)
+	xst, err := xf.Stat()
+	if err != nil {
+		fail(err)
+		return
 	}
-	if err := xf.Sync(); err != nil {
-		undo()
-		return position{}, fmt.Errorf("sync the index: %w", err)
-	}
-	if _, err := df.WriteAt(line, in.Offset); err != nil {
-		undo()
-		return position{}, fmt.Errorf("write the day file: %w", err)
-	}
-	if err := df.Sync(); err != nil {
-		undo()
-		return position{}, fmt.Errorf("sync the day file: %w", err)
-	}
-	if created || xst.Size() == 0 {
-		// A new file's directory entry must be durable too.
+	if st.Size() == 0 || xst.Size() == 0 {
+		// A new file's directory entry must be durable before anything
+		// is written to it.
 		if err := syncDir(s.dir); err != nil {
-			return position{}, err
+			fail(err)
+			return
 		}
 		if err := syncDir(filepath.Join(s.dir, ".index")); err != nil {
-			return position{}, err
+			fail(err)
+			return
 		}
 	}
-	s.lines[day] = in.Line
-	return position{File: day + ".ndjson", Line: in.Line}, nil
+	var idx, data bytes.Buffer
+	line := s.lines[day]
+	first := map[string]*pending{} // a message twice in one batch is written once
+	for _, p := range batch {
+		if first[p.key] != nil {
+			continue
+		}
+		first[p.key] = p
+		line++
+		in := intent{Tenant: p.msg.Tenant, ID: p.msg.ID, Offset: st.Size() + int64(data.Len()), Len: int64(len(p.line)),
+			Line: line, CRC: crc32.ChecksumIEEE(p.line), Batch: n}
+		idx.Write(mustJSON(in))
+		idx.WriteByte('\n')
+		data.Write(p.line)
+		p.pos = position{File: day + ".ndjson", Line: line}
+	}
+	for _, p := range batch {
+		p.pos = first[p.key].pos
+	}
+	undo := func(err error) {
+		// Roll the intents back so the index never names a line that is
+		// not there (best effort; the next open repairs it otherwise).
+		xf.Truncate(xst.Size())
+		xf.Sync()
+		df.Truncate(st.Size())
+		df.Sync()
+		fail(err)
+	}
+	if _, err := xf.Write(idx.Bytes()); err != nil {
+		undo(fmt.Errorf("write the index: %w", err))
+		return
+	}
+	if err := xf.Sync(); err != nil {
+		undo(fmt.Errorf("sync the index: %w", err))
+		return
+	}
+	if _, err := df.WriteAt(data.Bytes(), st.Size()); err != nil {
+		undo(fmt.Errorf("write the day file: %w", err))
+		return
+	}
+	if err := df.Sync(); err != nil {
+		undo(fmt.Errorf("sync the day file: %w", err))
+		return
+	}
+	s.lines[day] = line
 }
 
 func syncDir(dir string) error {

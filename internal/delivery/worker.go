@@ -431,21 +431,12 @@ func leaseKey(l kap.Lease) string {
 	return l.Message.Tenant + "\x00" + l.Message.ID + "\x00" + l.Token
 }
 
-// releaser is Outbox.Release (give a lease back without an attempt).
-type releaser interface {
-	Release(ctx context.Context, l kap.Lease) error
-}
-
-// release gives a lease back so that it is due at once.
+// release gives a lease back without spending an attempt, so that the
+// message is due at once for any worker.
 func (w *Worker) release(t *target, l kap.Lease) {
-	r, ok := w.cfg.Store.Outbox().(releaser)
-	if !ok {
-		w.log.Warn("delivery: the store cannot release leases; the message waits for its lease to expire", "target", t.name)
-		return
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), w.cfg.StoreTimeout)
 	defer cancel()
-	if err := r.Release(ctx, l); err != nil && kap.ErrorCode(err) != kap.ECONFLICT {
+	if err := w.cfg.Store.Outbox().Release(ctx, l); err != nil && kap.ErrorCode(err) != kap.ECONFLICT {
 		w.log.Error("delivery release failed", "target", t.name, "err", err)
 	}
 }
