@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/kapbridge/kap"
@@ -269,6 +270,7 @@ func (c *Config) validateTarget(p *problems, at string, t Target, getenv func(st
 	case "bearer":
 		env("tokenEnv", a.TokenEnv)
 	case "basic":
+		p.httpURL(aat+".tokenUrl", a.TokenURL)
 		if a.ClientID == "" {
 			p.add(aat+".clientId", "is required for auth type basic")
 		}
@@ -279,31 +281,60 @@ func (c *Config) validateTarget(p *problems, at string, t Target, getenv func(st
 			p.add(aat+".clientId", "is required for auth type smart-backend")
 		}
 		if a.KeyFile == "" && a.SecretEnv == "" {
-			p.add(aat+".keyFile", "is required for auth type smart-backend (or secretEnv for a client secret)")
+			p.add(aat+".keyFile", "is required for auth type smart-backend (or secretEnv for a symmetric client)")
 		}
 		if a.KeyFile != "" {
-			p.file(aat+".keyFile", a.KeyFile)
-			switch a.Alg {
-			case "RS384", "ES384":
-			case "":
-				p.add(aat+".alg", "is required with keyFile (RS384 or ES384)")
-			default:
-				p.add(aat+".alg", "must be RS384 or ES384")
-			}
+			p.keyFiles(aat+".keyFile", a.KeyFile)
 		}
-		if a.SecretEnv != "" {
+		switch a.Alg {
+		case "", "RS384", "ES384":
+		default:
+			p.add(aat+".alg", "must be RS384 or ES384")
+		}
+		if a.SecretEnv != "" && a.KeyFile == "" {
 			env("secretEnv", a.SecretEnv)
 		}
 	case "mtls":
-		p.file(aat+".certFile", a.CertFile)
-		p.file(aat+".certKeyFile", a.CertKeyFile)
-		if a.CAFile != "" {
-			p.file(aat+".caFile", a.CAFile)
+		if a.CertFile == "" {
+			p.add(aat+".certFile", "is required for auth type mtls")
+		}
+		if a.CertKeyFile == "" {
+			p.add(aat+".certKeyFile", "is required for auth type mtls")
 		}
 	default:
 		p.add(aat+".type", "must be one of none, bearer, basic, smart-backend, mtls")
 	}
-	if a.CAFile != "" && a.Type != "mtls" {
+	// A CA bundle and a client certificate work with every auth type.
+	if a.CAFile != "" {
 		p.file(aat+".caFile", a.CAFile)
+	}
+	if a.CertFile != "" {
+		p.file(aat+".certFile", a.CertFile)
+	}
+	if a.CertKeyFile != "" {
+		p.file(aat+".certKeyFile", a.CertKeyFile)
+	}
+	if (a.CertFile == "") != (a.CertKeyFile == "") && a.Type != "mtls" {
+		p.add(aat+".certFile", "certFile and certKeyFile go together")
+	}
+}
+
+// keyFiles checks a keyFile setting: a PEM file, a directory, a glob, or
+// several of them separated by commas; each must name something.
+func (p *problems) keyFiles(path, v string) {
+	for _, part := range strings.Split(v, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		if strings.ContainsAny(part, "*?[") {
+			if m, err := filepath.Glob(part); err != nil || len(m) == 0 {
+				p.add(path, "%s matches no file", part)
+			}
+			continue
+		}
+		if _, err := os.Stat(part); err != nil {
+			p.add(path, "%s cannot be read: %v", part, unwrapPathError(err))
+		}
 	}
 }
