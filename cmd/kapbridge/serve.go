@@ -15,8 +15,14 @@ import (
 	"strings"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	oteltrace "go.opentelemetry.io/otel/trace"
+
+	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/adapters/bolt"
 	"github.com/kapbridge/kap/adapters/httpapi"
+	kapredis "github.com/kapbridge/kap/adapters/redis"
 	"github.com/kapbridge/kap/fhir"
 	"github.com/kapbridge/kap/internal/config"
 	"github.com/kapbridge/kap/internal/metrics"
@@ -46,7 +52,7 @@ type serveConfig struct {
 // listens, Close shuts it down gracefully.
 type serveMain struct {
 	cfg   serveConfig
-	store *bolt.Store
+	store kap.Store
 	ln    net.Listener
 	srv   *http.Server
 	done  chan error
@@ -54,6 +60,8 @@ type serveMain struct {
 	dlv   *deliveryMain      // the delivery worker, when the role runs it
 	audit *httpapi.AuditFile // the audit trail, <data>/audit
 	stop  context.CancelFunc // ends the handler's background work
+	// tracer exports spans when Config.OTelEndpoint is set.
+	tracer *sdktrace.TracerProvider
 }
 
 // Open opens the store, provisions the bootstrap key and starts listening.
@@ -88,7 +96,7 @@ func (m *serveMain) Open() error {
 	if err != nil {
 		return err
 	}
-	store, err := bolt.Open(filepath.Join(cfg.DataDir, "kap.db"), bolt.Options{})
+	store, err := openStore(cfg.Config)
 	if err != nil {
 		return err
 	}
@@ -100,6 +108,16 @@ func (m *serveMain) Open() error {
 	bg, stop := context.WithCancel(context.Background())
 	m.audit, m.stop = audit, stop
 	m.met = metrics.New()
+	if cfg.Config.OTelEndpoint != "" {
+		tp, err := httpapi.NewTracerProvider(context.Background(), cfg.Config.OTelEndpoint)
+		if err != nil {
+			stop()
+			audit.Close()
+			store.Close()
+			return err
+		}
+		m.tracer = tp
+	}
 	h, err := httpapi.New(httpapi.Config{
 		Store:          store,
 		Codec:          codec,
@@ -109,6 +127,8 @@ func (m *serveMain) Open() error {
 		RequestTimeout: cfg.Config.RequestTimeout.D(),
 		Context:        bg,
 		Metrics:        m.met,
+		TenantTargets:  httpapi.TargetPolicies(cfg.Config),
+		TracerProvider: tracerOf(m.tracer),
 		Ready:          m.ready,
 		Logger:         cfg.Logger,
 	})
@@ -166,6 +186,11 @@ func (m *serveMain) Close() error {
 	m.stop()
 	if cerr := m.audit.Close(); err == nil {
 		err = cerr
+	}
+	if m.tracer != nil {
+		if terr := m.tracer.Shutdown(ctx); err == nil {
+			err = terr
+		}
 	}
 	return err
 }
@@ -262,4 +287,38 @@ func serveTenants(cfg config.Config, bootstrap string) []config.Tenant {
 		out[i] = t
 	}
 	return out
+}
+
+// tracerOf returns tp as an interface that is nil when tp is (a nil
+// *TracerProvider in the interface would enable tracing).
+func tracerOf(tp *sdktrace.TracerProvider) oteltrace.TracerProvider {
+	if tp == nil {
+		return nil
+	}
+	return tp
+}
+
+// openStore opens the durable state layer: Redis when the configuration has
+// a RedisURL (shared by several gateway replicas), else the embedded bbolt
+// file in the data directory.
+func openStore(cfg config.Config) (kap.Store, error) {
+	if cfg.RedisURL == "" {
+		s, err := bolt.Open(filepath.Join(cfg.DataDir, "kap.db"), bolt.Options{})
+		if err != nil {
+			return nil, err
+		}
+		return s, nil
+	}
+	opt, err := goredis.ParseURL(cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("redisUrl is not a redis:// or rediss:// URL")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := kapredis.Dial(ctx, &goredis.UniversalOptions{Addrs: []string{opt.Addr}, Username: opt.Username,
+		Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig}, kapredis.Options{})
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
 }
