@@ -134,6 +134,7 @@ func (m *serveMain) Open() error {
 	})
 	if err != nil {
 		stop()
+		audit.Close()
 		store.Close()
 		return err
 	}
