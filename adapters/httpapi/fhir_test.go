@@ -32,7 +32,7 @@ const fxMRN = "http://ehr.example.org/fhir/sid/mrn"
 
 // fxServer starts the API over store with tenants clinic-a (key-a) and
 // clinic-b (key-b).
-func fxServer(t *testing.T, store kap.Store) *httptest.Server {
+func fxServer(t testing.TB, store kap.Store) *httptest.Server {
 	t.Helper()
 	h, err := httpapi.New(httpapi.Config{
 		Store: store,
@@ -68,7 +68,7 @@ type fxResp struct {
 	body   []byte
 }
 
-func (r fxResp) json(t *testing.T) map[string]any {
+func (r fxResp) json(t testing.TB) map[string]any {
 	t.Helper()
 	var m map[string]any
 	if err := json.Unmarshal(r.body, &m); err != nil {
@@ -77,7 +77,7 @@ func (r fxResp) json(t *testing.T) map[string]any {
 	return m
 }
 
-func fxDo(t *testing.T, method, u, key string, body []byte, hdr ...string) fxResp {
+func fxDo(t testing.TB, method, u, key string, body []byte, hdr ...string) fxResp {
 	t.Helper()
 	req, err := http.NewRequest(method, u, bytes.NewReader(body))
 	if err != nil {
@@ -103,7 +103,7 @@ func fxDo(t *testing.T, method, u, key string, body []byte, hdr ...string) fxRes
 
 // fxLoad posts the testdata records of the providers and of client c001
 // to tenant clinic-a and returns the Bundles the API answered with.
-func fxLoad(t *testing.T, srv *httptest.Server) []map[string]any {
+func fxLoad(t testing.TB, srv *httptest.Server) []map[string]any {
 	t.Helper()
 	files, _ := filepath.Glob("../../testdata/kap/*.json")
 	var bundles []map[string]any
@@ -442,6 +442,14 @@ func testFHIRReadAndSearch(t *testing.T, store kap.Store) {
 		one, _ := fxSearchAll(t, base+"/Observation?patient="+pid+"&_count=500", "key-a")
 		if !slices.Equal(one, all) {
 			t.Error("one page and many pages differ in order or content")
+		}
+		sub, _ := fxSearchAll(t, base+"/Observation?subject=Patient/"+pid+"&_count=500", "key-a")
+		if !slices.Equal(sub, all) {
+			t.Error("subject= and patient= differ")
+		}
+		full, _ := fxSearchAll(t, base+"/Observation?patient="+url.QueryEscape(base+"/Patient/"+pid)+"&_count=500", "key-a")
+		if !slices.Equal(full, all) {
+			t.Error("patient=<full URL> and patient=<id> differ")
 		}
 		r := fxDo(t, "GET", base+"/Observation?patient="+pid+"&_count=7", "key-a", nil)
 		fxCodecParses(t, r.body)
