@@ -55,7 +55,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // record's Bundle to the NDJSON folder under the data directory.
 func TestServeDeliversToNDJSON(t *testing.T) {
 	dir := t.TempDir()
-	m := startServer(t, dir, io.Discard)
+	logs := &syncBuffer{}
+	m := startServer(t, dir, logs)
 	defer m.Close()
 	key, err := os.ReadFile(filepath.Join(dir, bootstrapKeyFile))
 	if err != nil {
@@ -109,6 +110,16 @@ func TestServeDeliversToNDJSON(t *testing.T) {
 	// The worker metrics are on /metrics.
 	if r := c.get("/metrics"); r.status != 200 || !strings.Contains(string(r.body), `kapbridge_deliveries_total{outcome="delivered",target="ndjson"} 1`) {
 		t.Fatalf("/metrics lacks the delivery:\n%s", r.body)
+	}
+	// The worker logged its start, and nothing of the record.
+	out := logs.String()
+	if !strings.Contains(out, "delivery worker started") {
+		t.Fatalf("no worker start in the log")
+	}
+	for _, s := range phiStrings(t, loadRecords(t)) {
+		if len(s) >= 3 && strings.Contains(out, s) {
+			t.Errorf("the log holds %q", s)
+		}
 	}
 }
 

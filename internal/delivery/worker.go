@@ -87,6 +87,7 @@ type Worker struct {
 	mu      sync.Mutex
 	running bool
 	started bool
+	ctx     context.Context    // ends with Start's ctx or a hard stop
 	cancel  context.CancelFunc // cancels the sends (hard stop)
 	stop    chan struct{}      // closed by Stop: no more leases
 	loops   sync.WaitGroup
@@ -210,6 +211,7 @@ func (w *Worker) Start(ctx context.Context) error {
 	}
 	w.started, w.running = true, true
 	ctx, w.cancel = context.WithCancel(ctx)
+	w.ctx = ctx
 	for _, t := range w.targets {
 		w.loops.Add(1)
 		go func() {
@@ -271,11 +273,12 @@ func (w *Worker) Stop(ctx context.Context) error {
 	return err
 }
 
-// Running reports whether the worker was started and not stopped.
+// Running reports whether the worker was started and neither stopped nor
+// its Start context cancelled.
 func (w *Worker) Running() bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	return w.running
+	return w.running && w.ctx.Err() == nil
 }
 
 // Health is what the readiness check and the admin console show.

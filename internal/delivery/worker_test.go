@@ -634,6 +634,24 @@ func TestConfigErrors(t *testing.T) {
 	if err := w.Stop(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	if w.Running() {
+		t.Fatal("running after Stop")
+	}
+	// A cancelled Start context is a hard stop: not running either.
+	ctx, cancel := context.WithCancel(context.Background())
+	w2, err := delivery.New(delivery.Config{Store: s, Logger: quiet, Targets: []delivery.Target{{Sender: files}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w2.Start(ctx)
+	if !w2.Running() {
+		t.Fatal("not running after Start")
+	}
+	cancel()
+	if w2.Running() {
+		t.Fatal("running after its context was cancelled")
+	}
+	w2.Stop(context.Background())
 }
 
 // value reads a counter or gauge.
