@@ -10,9 +10,11 @@ import (
 	"path/filepath"
 	"strconv"
 	"testing"
+	"time"
 
 	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/adapters/bolt"
+	"github.com/kapbridge/kap/fhir"
 )
 
 func benchPut(b *testing.B, index bool) {
@@ -81,5 +83,16 @@ func TestFHIRIndexResolves(t *testing.T) {
 	recs, _, err := s.Records().ListByClient(ctx, "t", "c1", kap.ListQuery{})
 	if err != nil || len(recs) != 1 {
 		t.Errorf("listing: %v, %d records", err, len(recs))
+	}
+}
+
+// BenchmarkFHIRCapability: generating the CapabilityStatement (done once
+// per process, at the first GET /metadata).
+func BenchmarkFHIRCapability(b *testing.B) {
+	s := &server{cfg: Config{Codec: fhir.MustCodec(), Now: time.Now}}
+	for i := 0; i < b.N; i++ {
+		if _, err := s.capability(); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
