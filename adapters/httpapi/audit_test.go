@@ -147,6 +147,12 @@ func TestLimits(t *testing.T) {
 	if !strings.Contains(string(r.body), `"code":"transient"`) {
 		t.Errorf("timeout issue code: %s", r.body)
 	}
+	if evs := auditEvents(t, s.audit.String()); len(evs) != 1 || evs[0].Outcome != "8" || !strings.HasPrefix(evs[0].OutcomeDesc, "HTTP 503") {
+		t.Errorf("the timed-out request's audit event: %+v", evs)
+	}
+	if !strings.Contains(s.logs.String(), `"status":503`) {
+		t.Errorf("the access log does not show the 503: %s", s.logs.String())
+	}
 
 	deep := strings.Repeat(`{"a":`, 100) + "1" + strings.Repeat("}", 100)
 	secExpect(t, "deep JSON", secCall(t, "POST", s.url+"/kap/v1/clients", []byte(deep), "X-API-Key", key), 413, "nested deeper than 64")

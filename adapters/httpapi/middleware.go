@@ -209,6 +209,28 @@ func (w *timeoutWriter) WriteHeader(code int) {
 	w.ResponseWriter.WriteHeader(code)
 }
 
+// expired reports whether the deadline passed with nothing sent: the
+// answer will be timeout's 503.
+func (w *timeoutWriter) expired() bool {
+	return w.swallowed || (!w.ResponseWriter.Written() && w.ctx.Err() == context.DeadlineExceeded)
+}
+
+// Status is 503 once the deadline passed with nothing sent, so the audit
+// event records the answer the caller gets.
+func (w *timeoutWriter) Status() int {
+	if w.expired() {
+		return http.StatusServiceUnavailable
+	}
+	return w.ResponseWriter.Status()
+}
+
+func (w *timeoutWriter) WriteHeaderNow() {
+	if w.swallowed {
+		return
+	}
+	w.ResponseWriter.WriteHeaderNow()
+}
+
 func (w *timeoutWriter) Write(b []byte) (int, error) {
 	if w.swallowed {
 		return len(b), nil
