@@ -46,6 +46,10 @@ import (
 	"github.com/kapbridge/kap/mapping"
 )
 
+// inboundPutTries bounds the retries of a put that lost a race with
+// another writer of the same resource.
+const inboundPutTries = 8
+
 // inEntry is one inbound resource being processed.
 type inEntry struct {
 	path     string // FHIRPath prefix of the resource, e.g. "Bundle.entry[2].resource"
@@ -409,11 +413,14 @@ func (s *server) putInbound(ctx context.Context, tenant string, e *inEntry, loca
 				return kap.StoredRecord{}, false, &kap.Error{Code: kap.ECONFLICT, Message: "conflict",
 					Issues: []kap.Issue{{Path: e.path, Reason: "this resource is stored for another patient; it cannot move to a different one"}}}
 			}
-			opt.IfMatch = cur.Version
+			opt.IfMatch, opt.IfNoneMatch = cur.Version, cur.Version == 0
 		}
 		stored, created, err := rs.Put(ctx, sr, opt)
-		if kap.ErrorCode(err) == kap.EPRECONDITION && e.ifMatch == 0 && try+1 < putTries {
-			continue
+		if kap.ErrorCode(err) == kap.EPRECONDITION && e.ifMatch == 0 {
+			if try+1 < inboundPutTries {
+				continue
+			}
+			err = kap.Errorf(kap.ECONFLICT, "the resource is being changed concurrently; retry")
 		}
 		return stored, created, err
 	}

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/kapbridge/kap"
@@ -249,6 +250,44 @@ func testFHIRInbound(t *testing.T, store kap.Store) {
 		upd["id"] = "ehr-obs-77"
 		if r := fxDo(t, "PUT", base+"/Observation/ehr-obs-77", "key-a", fxJSON(upd)); r.status != http.StatusCreated {
 			t.Errorf("update as create: %d %s", r.status, r.body)
+		}
+	})
+
+	t.Run("concurrent creates of one identifier", func(t *testing.T) {
+		obs := fxHeartRate("Patient/"+pid, 66)
+		obs["identifier"] = []any{map[string]any{"system": "http://ehr.example.org/fhir/sid/obs", "value": "hr-concurrent"}}
+		body := fxJSON(obs)
+		const n = 6
+		type res struct {
+			status int
+			id     string
+		}
+		out := make(chan res, n)
+		var wg sync.WaitGroup
+		for i := 0; i < n; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				r := fxDo(t, "POST", base+"/Observation", "key-a", body)
+				var m map[string]any
+				json.Unmarshal(r.body, &m)
+				id, _ := m["id"].(string)
+				out <- res{r.status, id}
+			}()
+		}
+		wg.Wait()
+		close(out)
+		created, ids := 0, map[string]bool{}
+		for r := range out {
+			if r.status == http.StatusCreated {
+				created++
+			} else if r.status != http.StatusOK {
+				t.Errorf("status %d", r.status)
+			}
+			ids[r.id] = true
+		}
+		if created != 1 || len(ids) != 1 {
+			t.Errorf("%d created, ids %v", created, ids)
 		}
 	})
 

@@ -134,7 +134,7 @@ func indexRecord(ctx context.Context, rs kap.RecordStore, rec kap.StoredRecord) 
 		_, _, err = rs.Put(ctx, kap.StoredRecord{
 			Tenant: rec.Tenant, Kind: fhirIndexKind, ID: key, ClientID: fhirIndexClient,
 			ContentHash: hex.EncodeToString(h.Sum(nil)), Record: body, Resources: all,
-		}, kap.PutOptions{IfMatch: cur.Version})
+		}, kap.PutOptions{IfMatch: cur.Version, IfNoneMatch: cur.Version == 0})
 		if kap.ErrorCode(err) == kap.EPRECONDITION && try+1 < indexTries {
 			continue
 		}
