@@ -50,7 +50,7 @@ type Envelope struct {
 	Kind     string          `json:"kind"`
 	ID       string          `json:"id"`
 	Version  int             `json:"version"`
-	Record   json.RawMessage `json:"record"`
+	Record   json.RawMessage `json:"record,omitempty"`
 	Bundle   json.RawMessage `json:"bundle,omitempty"`
 	Warnings []kap.Issue     `json:"warnings"`
 	Links    Links           `json:"links"`
@@ -334,12 +334,25 @@ func (s *server) respond(c *gin.Context, st int, sr kap.StoredRecord, warnings [
 	l := links(sr.Kind, sr.ID)
 	c.Header("Location", l.Self)
 	c.Header("ETag", etag(sr.Version))
-	env := Envelope{Kind: sr.Kind, ID: sr.ID, Version: sr.Version, Record: sr.Record, Warnings: warnings,
-		Links: l, Delivery: q}
-	if bundle {
-		env.Bundle = sr.Bundle
+	env := Envelope{Kind: sr.Kind, ID: sr.ID, Version: sr.Version, Warnings: warnings, Links: l, Delivery: q}
+	// The record and the Bundle are stored JSON: they are spliced into the
+	// envelope as they are instead of being re-encoded (and re-scanned) by
+	// encoding/json, which costs a tenth of a submission.
+	head, err := json.Marshal(env)
+	if err != nil || len(head) < 2 || !json.Valid(sr.Record) {
+		s.fail(c, kap.Errorf(kap.EINTERNAL, "cannot encode the response"))
+		return
 	}
-	c.JSON(st, env)
+	buf := make([]byte, 0, len(head)+len(sr.Record)+len(sr.Bundle)+32)
+	buf = append(buf, head[:len(head)-1]...)
+	buf = append(buf, `,"record":`...)
+	buf = append(buf, sr.Record...)
+	if bundle && len(sr.Bundle) > 0 {
+		buf = append(buf, `,"bundle":`...)
+		buf = append(buf, sr.Bundle...)
+	}
+	buf = append(buf, '}')
+	c.Data(st, "application/json; charset=utf-8", buf)
 }
 
 func etag(v int) string { return `W/"` + strconv.Itoa(v) + `"` }
