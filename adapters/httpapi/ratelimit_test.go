@@ -7,7 +7,9 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	goredis "github.com/redis/go-redis/v9"
 
@@ -118,4 +120,32 @@ func BenchmarkGuardedRequest(b *testing.B) {
 			}
 		})
 	}
+}
+
+// TestRetryAfterRoundsUp: with 0.4 tokens a second, an empty bucket refills
+// in 2.5 s, which Retry-After gives as 3; after 2.5 s the request passes.
+func TestRetryAfterRoundsUp(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Date(2026, 5, 1, 12, 0, 0, 0, time.UTC)
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	store, err := bolt.Open(filepath.Join(t.TempDir(), "kap.db"), bolt.Options{Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	key := "kap_retry_key"
+	s := newSecured(t, store, httpapi.Config{Tenants: []config.Tenant{{Name: "clinic-a",
+		APIKeys:   []config.APIKey{{Name: "k", SHA256: httpapi.HashKey(key)}},
+		RateLimit: &config.RateLimit{PerSecond: 0.4, Burst: 1}}}})
+	get := func() secReply { return secCall(t, "GET", s.url+"/kap/v1/clients/c001", nil, "X-API-Key", key) }
+	secExpect(t, "first", get(), 404, "")
+	r := get()
+	secExpect(t, "second", r, 429, "retry after 3 s")
+	if ra := r.header.Get("Retry-After"); ra != "3" {
+		t.Fatalf("Retry-After %q, want 3", ra)
+	}
+	mu.Lock()
+	now = now.Add(2500 * time.Millisecond)
+	mu.Unlock()
+	secExpect(t, "after the wait", get(), 404, "")
 }
