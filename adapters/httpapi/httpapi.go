@@ -93,6 +93,9 @@ type Config struct {
 	// Ready, when set, is asked by GET /readyz after the store: an error
 	// answers 503 (e.g. a process whose delivery workers are not running).
 	Ready func(ctx context.Context) error
+	// Admin, when set, is the admin console (adapters/admin), served at
+	// /admin and /admin/* behind its own session login, not the API keys.
+	Admin http.Handler
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -178,6 +181,10 @@ func New(cfg Config) (http.Handler, error) {
 	r.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
 	r.GET("/readyz", s.ready, s.readyz)
 	r.GET("/metrics", s.metricsHandler())
+	if cfg.Admin != nil {
+		r.Any("/admin", gin.WrapH(cfg.Admin))
+		r.Any("/admin/*path", gin.WrapH(cfg.Admin))
+	}
 	if cfg.JWKS != nil {
 		p := cfg.JWKSPath
 		if p == "" {
