@@ -442,7 +442,7 @@ func TestCircuitOpensAndCloses(t *testing.T) {
 		}
 		enqueue(t, s, msgs...)
 		met := metrics.New()
-		const openFor = 700 * time.Millisecond
+		const openFor = time.Second
 		w := start(t, delivery.Config{Store: s, Metrics: met, Breaker: delivery.Breaker{Failures: 3, OpenFor: openFor},
 			Targets: []delivery.Target{{Sender: f, Concurrency: 1, Backoff: fastBackoff(100)}}})
 		circuit := func() string { return w.Health().Targets[0].Circuit }
@@ -562,8 +562,15 @@ func TestRestartFinishesTheQueue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// After 10 sends, the next ones wait until Stop has begun: the first
+	// worker delivers a part only, whatever the machine's load.
 	var sent atomic.Int64
-	slow := &faulty{Sender: files, onSend: func(kap.OutboxMessage, int) { sent.Add(1); time.Sleep(5 * time.Millisecond) }}
+	stopping := make(chan struct{})
+	slow := &faulty{Sender: files, onSend: func(kap.OutboxMessage, int) {
+		if sent.Add(1) > 10 {
+			<-stopping
+		}
+	}}
 	w, err := delivery.New(delivery.Config{Store: s, Logger: quiet, Targets: []delivery.Target{{Sender: slow, Concurrency: 2}}})
 	if err != nil {
 		t.Fatal(err)
@@ -571,6 +578,7 @@ func TestRestartFinishesTheQueue(t *testing.T) {
 	w.Start(context.Background())
 	eventually(t, "some deliveries", func() bool { return sent.Load() >= 10 })
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	go func() { time.Sleep(50 * time.Millisecond); close(stopping) }()
 	if err := w.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
