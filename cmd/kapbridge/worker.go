@@ -188,3 +188,13 @@ func (m *serveMain) ready(ctx context.Context) error {
 	}
 	return m.dlv.Ready(ctx)
 }
+
+// deliveryWorker returns the delivery worker of this process, or nil when
+// its role runs none (for the admin console's Health; assign it to an
+// interface only when it is not nil).
+func (m *serveMain) deliveryWorker() *delivery.Worker {
+	if m.dlv == nil {
+		return nil
+	}
+	return m.dlv.worker
+}

@@ -459,7 +459,7 @@ func (w *Worker) deliver(ctx context.Context, t *target, l kap.Lease) error {
 		timeout = min(timeout, left-min(time.Second, left/10))
 	}
 	sctx, cancel := context.WithTimeout(ctx, timeout)
-	res, err := t.Sender.Send(sctx, msg)
+	res, err := w.send(sctx, t, msg)
 	cancel()
 	if w.cfg.Metrics != nil {
 		w.cfg.Metrics.DeliveryDuration.WithLabelValues(t.name).Observe(time.Since(start).Seconds())
@@ -561,6 +561,18 @@ func (w *Worker) deliver(ctx context.Context, t *target, l kap.Lease) error {
 			"status", se.Status, "error_kind", string(se.Kind), "in", next.Sub(now).Round(time.Millisecond).String())
 		return err
 	}
+}
+
+// send calls the Sender; a panic (a bug in an adapter) becomes a transient
+// failure of this message instead of the end of the process.
+func (w *Worker) send(ctx context.Context, t *target, msg kap.OutboxMessage) (res kap.SendResult, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			w.log.Error("delivery sender panicked", "target", t.name, "kind", msg.Kind, "panic_type", fmt.Sprintf("%T", p))
+			res, err = kap.SendResult{}, &kap.SendError{Kind: kap.SendTransient, Err: errors.New("the sender failed unexpectedly")}
+		}
+	}()
+	return t.Sender.Send(ctx, msg)
 }
 
 func permanentReason(se *kap.SendError) string {

@@ -673,3 +673,28 @@ func value(c prometheus.Metric) float64 {
 	}
 	return m.Gauge.GetValue()
 }
+
+// A Sender that panics fails that attempt (transient); the worker and the
+// other messages go on.
+func TestSenderPanicIsATransientFailure(t *testing.T) {
+	s := backends()[0].open(t, time.Minute)
+	dir := t.TempDir()
+	f := &faulty{Sender: newFiles(t, dir), plan: func(m kap.OutboxMessage, n int) error {
+		if m.RecordID == "s1" && n == 1 {
+			panic("adapter bug")
+		}
+		return nil
+	}}
+	enqueue(t, s, message("clinic", "c1", "s1", 1), message("clinic", "c2", "s2", 1))
+	w := start(t, delivery.Config{Store: s, Targets: []delivery.Target{{Sender: f, Backoff: fastBackoff(5)}}})
+	eventually(t, "the queue to drain", func() bool { return depth(t, s) == 0 })
+	if got := delivered(t, dir); len(got) != 2 {
+		t.Fatalf("delivered %v", got)
+	}
+	if f.callsOf("DosingSession/s1/1") != 2 {
+		t.Fatalf("s1 sent %d times, want 2", f.callsOf("DosingSession/s1/1"))
+	}
+	if h := w.Health(); h.Targets[0].LastError == "" || !strings.Contains(h.Targets[0].LastError, "unexpectedly") {
+		t.Fatalf("health %+v", h)
+	}
+}
