@@ -474,6 +474,9 @@ func (w *Worker) deliver(ctx context.Context, t *target, l kap.Lease) error {
 	if err == nil {
 		w.writeLedger(bg, t, msg, res.Resources, kap.LedgerConfirmed, "")
 		for _, ns := range res.NotSent {
+			if ns.Identifier == "" || ns.ResourceType == "" {
+				continue // nothing to key a ledger entry on
+			}
 			w.writeLedger(bg, t, msg, []kap.LedgerEntry{{LedgerKey: kap.LedgerKey{ResourceType: ns.ResourceType, Identifier: ns.Identifier},
 				State: kap.LedgerFailed, LastError: "not sent: " + ns.Reason}}, kap.LedgerFailed, "")
 		}
