@@ -698,3 +698,28 @@ func TestSenderPanicIsATransientFailure(t *testing.T) {
 		t.Fatalf("health %+v", h)
 	}
 }
+
+// notSending reports one resource as refused by the target's write profile.
+type notSending struct{ kap.Sender }
+
+func (n notSending) Send(ctx context.Context, m kap.OutboxMessage) (kap.SendResult, error) {
+	res, err := n.Sender.Send(ctx, m)
+	res.Resources = nil
+	res.NotSent = append(res.NotSent, kap.NotSent{ResourceType: "Procedure",
+		Identifier: m.Resources[0].System + "|" + m.Resources[0].Value, Reason: "the target does not accept Procedure"},
+		kap.NotSent{ResourceType: "Provenance", Reason: "no identifier"})
+	return res, err
+}
+
+// Resources the target's write profile refuses are in the ledger as
+// failed with the reason; the message is acknowledged.
+func TestNotSentResourcesAreInTheLedger(t *testing.T) {
+	s := backends()[0].open(t, time.Minute)
+	enqueue(t, s, message("clinic", "c1", "s1", 1))
+	start(t, delivery.Config{Store: s, Targets: []delivery.Target{{Sender: notSending{newFiles(t, t.TempDir())}}}})
+	eventually(t, "the queue to drain", func() bool { return depth(t, s) == 0 })
+	e, err := ledgerOf(t, s, "clinic", "s1")
+	if err != nil || e.State != kap.LedgerFailed || e.LastError != "not sent: the target does not accept Procedure" {
+		t.Fatalf("ledger %+v %v", e, err)
+	}
+}
