@@ -26,16 +26,16 @@ const ctxAuditEntities = "kap.auditEntities"
 
 // AuditEvent is the subset of FHIR R4 AuditEvent the gateway writes.
 type AuditEvent struct {
-	ResourceType string         `json:"resourceType"` // "AuditEvent"
-	Type         AuditCoding    `json:"type"`
-	Subtype      []AuditCoding  `json:"subtype,omitempty"`
-	Action       string         `json:"action,omitempty"` // C R U D E
-	Recorded     string         `json:"recorded"`         // instant, UTC
-	Outcome      string         `json:"outcome"`          // 0 success, 4 minor failure, 8 serious failure
-	OutcomeDesc  string         `json:"outcomeDesc,omitempty"`
-	Agent        []AuditAgent   `json:"agent"`
-	Source       AuditSource    `json:"source"`
-	Entity       []AuditEntity_ `json:"entity,omitempty"`
+	ResourceType string             `json:"resourceType"` // "AuditEvent"
+	Type         AuditCoding        `json:"type"`
+	Subtype      []AuditCoding      `json:"subtype,omitempty"`
+	Action       string             `json:"action,omitempty"` // C R U D E
+	Recorded     string             `json:"recorded"`         // instant, UTC
+	Outcome      string             `json:"outcome"`          // 0 success, 4 minor failure, 8 serious failure
+	OutcomeDesc  string             `json:"outcomeDesc,omitempty"`
+	Agent        []AuditAgent       `json:"agent"`
+	Source       AuditSource        `json:"source"`
+	Entity       []AuditEventEntity `json:"entity,omitempty"`
 }
 
 // AuditCoding is a Coding.
@@ -85,9 +85,8 @@ type AuditSource struct {
 	Type     []AuditCoding  `json:"type,omitempty"`
 }
 
-// AuditEntity_ is AuditEvent.entity (the underscore keeps the name apart
-// from the AuditEntity function).
-type AuditEntity_ struct {
+// AuditEventEntity is AuditEvent.entity.
+type AuditEventEntity struct {
 	What        *AuditReference `json:"what,omitempty"`
 	Type        *AuditCoding    `json:"type,omitempty"`
 	Role        *AuditCoding    `json:"role,omitempty"`
@@ -186,13 +185,13 @@ func (s *server) auditEvent(c *gin.Context) AuditEvent {
 		Source: AuditSource{Site: tenant, Observer: AuditReference{Display: auditObserverName},
 			Type: []AuditCoding{{System: sourceTypeSystem, Code: "3", Display: "Web Server"}}},
 	}
-	ev.Entity = append(ev.Entity, AuditEntity_{
+	ev.Entity = append(ev.Entity, AuditEventEntity{
 		What:        &AuditReference{Identifier: &AuditIdentifier{System: requestIDSystem, Value: c.GetString(ctxRequestID)}},
 		Type:        &AuditCoding{System: entityTypeSystem, Code: "2", Display: "System Object"},
 		Description: "request",
 	})
 	for _, ref := range entitiesOf(c, st) {
-		e := AuditEntity_{Type: &AuditCoding{System: entityTypeSystem, Code: "2", Display: "System Object"}}
+		e := AuditEventEntity{Type: &AuditCoding{System: entityTypeSystem, Code: "2", Display: "System Object"}}
 		if strings.HasPrefix(ref, "kap:") {
 			e.What = &AuditReference{Identifier: &AuditIdentifier{System: recordSystem + ":" + tenant, Value: strings.TrimPrefix(ref, "kap:")}}
 			e.Description = "kap/v1 record"
@@ -205,7 +204,7 @@ func (s *server) auditEvent(c *gin.Context) AuditEvent {
 		if len(q) > maxAuditQueryBytes {
 			q = q[:maxAuditQueryBytes]
 		}
-		ev.Entity = append(ev.Entity, AuditEntity_{
+		ev.Entity = append(ev.Entity, AuditEventEntity{
 			Type:  &AuditCoding{System: entityTypeSystem, Code: "2", Display: "System Object"},
 			Role:  &AuditCoding{System: objectRoleSystem, Code: "24", Display: "Query"},
 			Query: base64.StdEncoding.EncodeToString([]byte(q)),
