@@ -89,3 +89,26 @@ func TestFallbackNoteIsValidFHIR(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkPlanDosingSession: the adapter's own work per record before any
+// request (parse the Bundle, apply the profile, order, build the note).
+func BenchmarkPlanDosingSession(b *testing.B) {
+	data, err := os.ReadFile("../../testdata/fhir/16-dosing-c001-1.json")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range []string{"generic", "oracle-health"} {
+		p, _ := LoadProfile(name)
+		b.Run(name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				es, err := parseBundle(data)
+				if err != nil {
+					b.Fatal(err)
+				}
+				makePlan(p, es, nil)
+			}
+		})
+	}
+}

@@ -26,7 +26,9 @@ type fhirServer struct {
 // startFHIR starts the server script of adapters/ehr/ehrtest with Node, or
 // skips the test when Node or the script's packages are not installed
 // (scripts/test-deps.sh installs them).
-func startFHIR(t *testing.T, mode string) *fhirServer {
+func startFHIR(t *testing.T, mode string) *fhirServer { return startFHIRB(t, mode) }
+
+func startFHIRB(t testing.TB, mode string) *fhirServer {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: no FHIR server")

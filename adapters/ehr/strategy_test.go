@@ -393,3 +393,39 @@ func TestProfilesAgainstFHIRServer(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkSendDosingSession delivers a 65-resource dosing session again and
+// again (redelivery, the steady state: every resource exists) with each
+// strategy against the real FHIR server. The server (Medplum's in-memory
+// repository, validating every write) dominates the time.
+func BenchmarkSendDosingSession(b *testing.B) {
+	for _, tc := range []struct{ mode string }{{"transaction"}, {"conditional-update"}, {"conditional-create"}, {"plain"}} {
+		b.Run(tc.mode, func(b *testing.B) {
+			srv := startFHIRB(b, tc.mode)
+			store := must(bolt.Open(filepath.Join(b.TempDir(), "kap.db"), bolt.Options{}))
+			defer store.Close()
+			s := must(ehr.New(ehr.Options{Name: "ehr-a", BaseURL: srv.Base, Ledger: store.Ledger(), Cache: store.Cache(), HTTP: fastHTTP()}))
+			ctx := context.Background()
+			put := func(res kap.SendResult) {
+				for _, e := range res.Resources {
+					e.Tenant, e.Target = "demo", "ehr-a"
+					_ = store.Ledger().Put(ctx, e)
+				}
+			}
+			for _, f := range []string{"00-provider-prescriber.json", "02-provider-nurse.json", "10-client-c001.json", "13-plan-c001.json"} {
+				put(must(s.Send(ctx, message(readTestdata(b, f)))))
+			}
+			msg := message(readTestdata(b, "16-dosing-c001-1.json"))
+			put(must(s.Send(ctx, msg)))
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				res, err := s.Send(ctx, msg)
+				if err != nil {
+					b.Fatal(err)
+				}
+				put(res) // as the worker does
+			}
+			b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/session")
+		})
+	}
+}
