@@ -144,6 +144,7 @@ func newTokenIssuer(ctx context.Context, is config.Issuer, client *http.Client, 
 		jwt.WithIssuer(is.Issuer),
 		jwt.WithAudience(is.Audience),
 		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
 		jwt.WithLeeway(TokenLeeway),
 		jwt.WithTimeFunc(now),
 	)}

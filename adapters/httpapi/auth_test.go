@@ -266,6 +266,8 @@ func TestBearerTokens(t *testing.T) {
 			map[string]any{"exp": nil})), "required claim"},
 		{"not yet valid", sign(t, jwt.SigningMethodRS256, "rsa-1", rsaKey, claims("system/*.cruds",
 			map[string]any{"nbf": time.Now().Add(5 * time.Minute).Unix()})), "not valid yet"},
+		{"issued in the future", sign(t, jwt.SigningMethodRS256, "rsa-1", rsaKey, claims("system/*.cruds",
+			map[string]any{"iat": time.Now().Add(5 * time.Minute).Unix()})), "issued in the future"},
 		{"wrong audience", sign(t, jwt.SigningMethodRS256, "rsa-1", rsaKey, claims("system/*.cruds",
 			map[string]any{"aud": "https://other.example.test"})), "audience"},
 		{"unknown issuer", sign(t, jwt.SigningMethodRS256, "rsa-1", rsaKey, claims("system/*.cruds",
