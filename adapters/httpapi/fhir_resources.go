@@ -74,9 +74,10 @@ func (s *server) mapperFor(tenant string) *mapping.Mapper {
 	return mapping.New(s.cfg.Codec, mapping.Options{Tenant: tenant, Now: s.cfg.Now})
 }
 
-// recordResources returns the resources of a stored record version, ready
-// to serve.
-func (s *server) recordResources(tenant string, rec kap.StoredRecord) ([]fhirRes, error) {
+// recordResources returns the resources of type typ of a stored record
+// version, ready to serve. Entries of other types are decoded only for
+// their type and id (the references to rewrite).
+func (s *server) recordResources(tenant string, rec kap.StoredRecord, typ string) ([]fhirRes, error) {
 	var b struct {
 		Entry []struct {
 			FullURL  string          `json:"fullUrl"`
@@ -86,35 +87,38 @@ func (s *server) recordResources(tenant string, rec kap.StoredRecord) ([]fhirRes
 	if err := json.Unmarshal(rec.Bundle, &b); err != nil {
 		return nil, &kap.Error{Code: kap.EINTERNAL, Message: "a stored Bundle cannot be read", Err: err}
 	}
-	m := s.mapperFor(tenant)
 	local := map[string]string{} // urn:uuid fullUrl -> Type/id
-	out := make([]fhirRes, 0, len(b.Entry))
+	var out []fhirRes
 	for _, e := range b.Entry {
+		var head struct {
+			ResourceType string `json:"resourceType"`
+			ID           string `json:"id"`
+		}
+		if err := json.Unmarshal(e.Resource, &head); err != nil {
+			return nil, &kap.Error{Code: kap.EINTERNAL, Message: "a stored Bundle cannot be read", Err: err}
+		}
+		id := head.ID
+		if id == "" {
+			id, _ = strings.CutPrefix(e.FullURL, "urn:uuid:")
+		}
+		if !validFHIRID(id) {
+			continue // not addressable on the facade
+		}
+		if e.FullURL != "" {
+			local[e.FullURL] = head.ResourceType + "/" + id
+		}
+		if head.ResourceType != typ {
+			continue
+		}
 		var r fhirRes
 		if err := decodeJSON(e.Resource, &r); err != nil || r == nil {
 			return nil, &kap.Error{Code: kap.EINTERNAL, Message: "a stored Bundle cannot be read", Err: err}
 		}
-		if r.id() == "" {
-			id, ok := strings.CutPrefix(e.FullURL, "urn:uuid:")
-			if !ok || !validFHIRID(id) {
-				continue // not addressable on the facade
-			}
-			r["id"] = id
-		}
-		if e.FullURL != "" {
-			local[e.FullURL] = r.typ() + "/" + r.id()
-		}
+		r["id"] = id
 		out = append(out, r)
 	}
 	for _, r := range out {
-		rewriteRefs(r, local, m)
-		meta, _ := r["meta"].(map[string]any)
-		if meta == nil {
-			meta = map[string]any{}
-		}
-		meta["versionId"] = strconv.Itoa(rec.Version)
-		meta["lastUpdated"] = rec.StoredAt.UTC().Format(time.RFC3339Nano)
-		r["meta"] = meta
+		s.finish(tenant, r, local, rec)
 	}
 	return out, nil
 }
@@ -154,18 +158,63 @@ func rewriteRef(ref string, local map[string]string, m *mapping.Mapper) string {
 	return ref
 }
 
-// findResource returns the resource typ/id of a record version.
+// findResource returns the resource typ/id of a record version. Only that
+// entry is decoded in full; the others only for their type and id (the
+// references to rewrite).
 func (s *server) findResource(tenant string, rec kap.StoredRecord, typ, id string) (fhirRes, error) {
-	all, err := s.recordResources(tenant, rec)
-	if err != nil {
-		return nil, err
+	var b struct {
+		Entry []struct {
+			FullURL  string          `json:"fullUrl"`
+			Resource json.RawMessage `json:"resource"`
+		} `json:"entry"`
 	}
-	for _, r := range all {
-		if r.typ() == typ && r.id() == id {
-			return r, nil
+	if err := json.Unmarshal(rec.Bundle, &b); err != nil {
+		return nil, &kap.Error{Code: kap.EINTERNAL, Message: "a stored Bundle cannot be read", Err: err}
+	}
+	local := map[string]string{}
+	found := -1
+	for i, e := range b.Entry {
+		var head struct {
+			ResourceType string `json:"resourceType"`
+			ID           string `json:"id"`
+		}
+		if json.Unmarshal(e.Resource, &head) != nil {
+			continue
+		}
+		rid := head.ID
+		if rid == "" {
+			rid, _ = strings.CutPrefix(e.FullURL, "urn:uuid:")
+		}
+		if e.FullURL != "" && validFHIRID(rid) {
+			local[e.FullURL] = head.ResourceType + "/" + rid
+		}
+		if head.ResourceType == typ && rid == id {
+			found = i
 		}
 	}
-	return nil, kap.Errorf(kap.ENOTFOUND, "no %s with this id", typ)
+	if found < 0 {
+		return nil, kap.Errorf(kap.ENOTFOUND, "no %s with this id", typ)
+	}
+	var r fhirRes
+	if err := decodeJSON(b.Entry[found].Resource, &r); err != nil || r == nil {
+		return nil, &kap.Error{Code: kap.EINTERNAL, Message: "a stored Bundle cannot be read", Err: err}
+	}
+	r["id"] = id
+	s.finish(tenant, r, local, rec)
+	return r, nil
+}
+
+// finish rewrites the references of r and sets its meta from the record
+// version.
+func (s *server) finish(tenant string, r fhirRes, local map[string]string, rec kap.StoredRecord) {
+	rewriteRefs(r, local, s.mapperFor(tenant))
+	meta, _ := r["meta"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	meta["versionId"] = strconv.Itoa(rec.Version)
+	meta["lastUpdated"] = rec.StoredAt.UTC().Format(time.RFC3339Nano)
+	r["meta"] = meta
 }
 
 // resourceTypes is the set of R4 resource type names.

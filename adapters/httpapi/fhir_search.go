@@ -272,15 +272,13 @@ func refOf(r fhirRes, field string) string {
 func (s *server) candidates(ctx context.Context, tenant, typ string, q url.Values) ([]match, error) {
 	rs := s.cfg.Store.Records()
 	fromRecord := func(rec kap.StoredRecord) ([]match, error) {
-		all, err := s.recordResources(tenant, rec)
+		all, err := s.recordResources(tenant, rec, typ)
 		if err != nil {
 			return nil, err
 		}
-		var out []match
-		for _, r := range all {
-			if r.typ() == typ {
-				out = append(out, match{r: r, clientID: rec.ClientID})
-			}
+		out := make([]match, len(all))
+		for i, r := range all {
+			out[i] = match{r: r, clientID: rec.ClientID}
 		}
 		return out, nil
 	}
