@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"strings"
 
 	"github.com/kapbridge/kap"
@@ -20,7 +21,7 @@ import (
 // it is not or --strict and something is not sent as is, 2 on usage errors.
 func (e *env) preflightCmd(_ context.Context, args []string) int {
 	fs := newFlags("preflight", e.stderr)
-	profile := fs.String("profile", "generic", "write profile: "+strings.Join(ehr.Profiles(), ", "))
+	profile := fs.String("profile", "generic", "write profile: "+strings.Join(ehr.Profiles(), ", ")+", or a profile file")
 	tenant := fs.String("tenant", "default", "tenant id, when FILE is a kap/v1 record to map first")
 	asJSON := fs.Bool("json", false, "print the findings as JSON")
 	strict := fs.Bool("strict", false, "exit 1 when any resource would not be sent as is")
@@ -31,7 +32,16 @@ func (e *env) preflightCmd(_ context.Context, args []string) int {
 		fmt.Fprintln(e.stderr, "usage: kapbridge preflight [--profile NAME] [--json] [--strict] FILE|-")
 		return 2
 	}
-	p, err := ehr.LoadProfile(*profile)
+	var p *ehr.Profile
+	var err error
+	if strings.ContainsAny(*profile, `/\.`) { // a profile file, as in the targets config
+		var b []byte
+		if b, err = os.ReadFile(*profile); err == nil {
+			p, err = ehr.ParseProfile(b)
+		}
+	} else {
+		p, err = ehr.LoadProfile(*profile)
+	}
 	if err != nil {
 		fmt.Fprintln(e.stderr, "kapbridge preflight:", kap.ErrorMessage(err))
 		return 2

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -43,5 +45,22 @@ func TestPreflightCommand(t *testing.T) {
 	}
 	if code := Run(context.Background(), []string{"preflight", "--profile", "nosuch", "x.json"}, nil, &out, &errb); code != 2 {
 		t.Errorf("unknown profile: exit %d, want 2", code)
+	}
+}
+
+func TestPreflightProfileFile(t *testing.T) {
+	dir := t.TempDir()
+	f := filepath.Join(dir, "readonly.json")
+	os.WriteFile(f, []byte(`{"name":"readonly","writes":{},"provenance":{},"fallback":{"enabled":false},"default":{"interactions":[],"otherwise":"not-sent","assumed":true},"resources":[]}`), 0o600)
+	var out, errb bytes.Buffer
+	if code := Run(context.Background(), []string{"preflight", "--profile", f, "../../testdata/fhir/10-client-c001.json"}, nil, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s", code, errb.String())
+	}
+	if !strings.Contains(out.String(), "summary: 0 fallback, 2 not sent") {
+		t.Errorf("a read-only profile file should refuse both resources:\n%s", out.String())
+	}
+	os.WriteFile(f, []byte(`{"name":"bad"}`), 0o600)
+	if code := Run(context.Background(), []string{"preflight", "--profile", f, "../../testdata/fhir/10-client-c001.json"}, nil, &out, &errb); code != 2 {
+		t.Errorf("invalid profile file: exit %d, want 2", code)
 	}
 }
