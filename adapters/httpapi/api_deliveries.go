@@ -9,6 +9,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/kapbridge/kap"
+	"github.com/kapbridge/kap/internal/config"
 )
 
 // Delivery states of the deliveries report.
@@ -85,8 +86,16 @@ func (s *server) findRecord(c *gin.Context) (kap.StoredRecord, bool) {
 		return kap.StoredRecord{}, false
 	}
 	coll := c.Param("collection")
-	if coll == AllRecords && c.Query("collection") != "" {
-		coll = c.Query("collection")
+	if c.Param("collection") == AllRecords {
+		// The route's scope check knows no kind here: check it now.
+		types := allKindTypes()
+		if q := c.Query("collection"); q != "" {
+			coll = q
+			types = KindResourceTypes[Collections[q]]
+		}
+		if !s.allowsTypes(c, types, config.PermRead) {
+			return kap.StoredRecord{}, false
+		}
 	}
 	var kinds []kap.Kind
 	if coll == AllRecords {

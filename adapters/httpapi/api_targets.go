@@ -3,6 +3,9 @@ package httpapi
 import (
 	"context"
 	"slices"
+	"strings"
+
+	"github.com/gin-gonic/gin"
 
 	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/internal/config"
@@ -157,4 +160,25 @@ func TargetPolicies(cfg config.Config) map[string][]TargetPolicy {
 		out[ten.Name] = ps
 	}
 	return out
+}
+
+// allowsTypes checks, for the records pseudo-collection (which the
+// per-route scope check does not know), that the credential has perms on
+// each of types; it answers 403 like authorize when not.
+func (s *server) allowsTypes(c *gin.Context, types []string, perms config.Perm) bool {
+	p, _ := c.Value(ctxPrincipal).(*principal)
+	if p == nil {
+		return true
+	}
+	var missing []string
+	for _, t := range types {
+		if !p.Scopes.Allows(t, perms) {
+			missing = append(missing, config.Scope{Context: "system", Type: t, Perms: perms}.String())
+		}
+	}
+	if len(missing) == 0 {
+		return true
+	}
+	s.fail(c, &kap.Error{Code: kap.EFORBIDDEN, Message: "insufficient-scope: the credential lacks " + strings.Join(missing, " ")})
+	return false
 }

@@ -628,3 +628,37 @@ func TestTargetPolicies(t *testing.T) {
 		t.Fatalf("policies = %s, want %s", got, want)
 	}
 }
+
+// The records pseudo-collection spans every kind: a credential needs the
+// scopes of every kind's resource types (or of the collection it names).
+func TestRecordsPseudoCollectionScopes(t *testing.T) {
+	srv := apiServer(t, apiStores["bolt"](t, nil), func(c *httpapi.Config) {
+		c.Keys = nil
+		c.Tenants = []config.Tenant{{Name: "clinic-a", APIKeys: []config.APIKey{
+			{Name: "all", SHA256: httpapi.HashKey(apiKey), Scopes: []string{"system/*.cruds"}},
+			{Name: "obs", SHA256: httpapi.HashKey("key-obs"), Scopes: []string{"system/Observation.rs"}},
+		}}}
+	})
+	if r := call(t, "POST", srv.URL+"/kap/v1/assessments", jsonOf(t, readRecord(t, "14-assessment-c001-phq9-baseline.json"))); r.status != http.StatusCreated {
+		t.Fatalf("post: %v", r)
+	}
+	if r := call(t, "GET", srv.URL+"/kap/v1/records?client=c001", nil); r.status != http.StatusOK {
+		t.Fatalf("full scopes: %v", r)
+	}
+	obs := func(path string) reply {
+		return call(t, "GET", srv.URL+path, nil, "X-API-Key", "key-obs")
+	}
+	wantOutcome(t, obs("/kap/v1/records?client=c001"), http.StatusForbidden, "system/Patient")
+	wantOutcome(t, obs("/kap/v1/records/phq9-c001-baseline/deliveries"), http.StatusForbidden, "system/Patient")
+	if r := obs("/kap/v1/assessments?client=c001"); r.status != http.StatusOK {
+		t.Fatalf("assessments with Observation scope: %v", r)
+	}
+	var id string
+	if m := readRecord(t, "14-assessment-c001-phq9-baseline.json"); m != nil {
+		id = m["id"].(string)
+	}
+	if r := obs("/kap/v1/records/" + id + "/deliveries?collection=assessments"); r.status != http.StatusOK {
+		t.Fatalf("deliveries of an assessment with Observation scope: %v", r)
+	}
+	wantOutcome(t, obs("/kap/v1/records/"+id+"/deliveries?collection=clients"), http.StatusForbidden, "system/Patient")
+}

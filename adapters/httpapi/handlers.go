@@ -15,6 +15,7 @@ import (
 
 	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/fhir"
+	"github.com/kapbridge/kap/internal/config"
 	"github.com/kapbridge/kap/mapping"
 )
 
@@ -445,6 +446,9 @@ func parseDate(field, v string, end bool) (time.Time, error) {
 func (s *server) listRecords(c *gin.Context) {
 	coll := c.Param("collection")
 	var kind kap.Kind
+	if coll == AllRecords && !s.allowsTypes(c, allKindTypes(), config.PermSearch) {
+		return
+	}
 	if coll != AllRecords {
 		k, ok := s.collection(c)
 		if !ok {
