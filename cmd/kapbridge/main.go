@@ -34,6 +34,7 @@ commands:
   claim FILE|-       the payer Claim of a dosing/integration session and its preflight
                      (--payer generic|medicare-j15|example-commercial, --coverage, --intake; docs/payer.md)
   rems FILE|-        the Spravato REMS monitoring-form check of an esketamine session (--format text|html|json|fhir)
+  preflight FILE|-   check a Bundle or record against an EHR write profile (--profile epic)
   serve              run the gateway's HTTP API (flags: --config, --addr, --data-dir, --redis-url,
                      --role; see docs/api.md and docs/configuration.md)
   config             check the configuration and print the effective one (same flags as serve)
@@ -64,6 +65,8 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return env.claimCmd(ctx, args[1:])
 	case "rems":
 		return env.remsCmd(ctx, args[1:])
+	case "preflight":
+		return env.preflightCmd(ctx, args[1:])
 	case "serve":
 		return env.serveCmd(ctx, args[1:])
 	case "config":
