@@ -10,17 +10,22 @@ import (
 )
 
 // BenchmarkDeliverNDJSON measures the worker delivering queued messages of
-// 100 clients to the NDJSON target (two fsyncs per message) end to end:
-// lease, send, ledger write, ack. The figure is per message; msgs/s is
-// reported too.
+// 100 clients to the NDJSON target end to end: lease, send (group-committed
+// fsyncs), one ledger write per resource, ack. The figure is per message;
+// msgs/s is reported too.
 func BenchmarkDeliverNDJSON(b *testing.B) {
 	for _, be := range backends() {
-		for _, conc := range []int{1, 8} {
-			b.Run(fmt.Sprintf("%s/concurrency=%d", be.name, conc), func(b *testing.B) {
+		for _, c := range []struct{ conc, resources int }{{1, 1}, {8, 1}, {8, 8}} {
+			conc := c.conc
+			b.Run(fmt.Sprintf("%s/concurrency=%d/resources=%d", be.name, conc, c.resources), func(b *testing.B) {
 				s := be.open(b, time.Minute)
 				var msgs []kap.OutboxMessage
 				for i := range b.N {
-					msgs = append(msgs, message("clinic", fmt.Sprintf("c%d", i%100), fmt.Sprintf("s%d", i), 1))
+					m := message("clinic", fmt.Sprintf("c%d", i%100), fmt.Sprintf("s%d", i), 1)
+					for r := 1; r < c.resources; r++ { // one ledger entry per resource
+						m.Resources = append(m.Resources, kap.ResourceRef{Type: "Observation", System: m.Resources[0].System, Value: fmt.Sprintf("s%d-o%d", i, r)})
+					}
+					msgs = append(msgs, m)
 					if len(msgs) == 1000 || i == b.N-1 {
 						enqueue(b, s, msgs...)
 						msgs = msgs[:0]

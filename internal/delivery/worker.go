@@ -595,7 +595,7 @@ func (w *Worker) count(t *target, outcome string) {
 // unset, the state.
 func (w *Worker) writeLedger(ctx context.Context, t *target, msg kap.OutboxMessage, entries []kap.LedgerEntry, state kap.LedgerState, lastError string) {
 	lg := w.cfg.Store.Ledger()
-	for _, e := range entries {
+	put := func(e kap.LedgerEntry) {
 		e.Tenant, e.Target = msg.Tenant, t.name
 		if e.State == "" {
 			e.State = state
@@ -607,6 +607,23 @@ func (w *Worker) writeLedger(ctx context.Context, t *target, msg kap.OutboxMessa
 			w.log.Error("delivery ledger write failed", "target", t.name, "resource_type", e.ResourceType, "err", err)
 		}
 	}
+	if len(entries) <= 1 {
+		for _, e := range entries {
+			put(e)
+		}
+		return
+	}
+	// The entries are independent keys: write them concurrently (a
+	// Redis store pipelines them over its pool; bbolt serialises them).
+	var wg sync.WaitGroup
+	for _, e := range entries {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			put(e)
+		}()
+	}
+	wg.Wait()
 }
 
 // affected returns the ledger keys of the message's resources that the
