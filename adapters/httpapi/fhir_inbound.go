@@ -58,7 +58,10 @@ type inEntry struct {
 	res      fhirRes
 	msg      proto.Message
 	clientID string
-	ifMatch  int
+	// patientRef is "Patient/<id>" of the Patient the resource is about,
+	// when the facade holds one; the stored reference is set to it.
+	patientRef string
+	ifMatch    int
 }
 
 // inFail is a problem with an inbound entry.
@@ -307,7 +310,7 @@ func (s *server) resolveClient(ctx context.Context, tenant string, e *inEntry, l
 		return inInvalid(http.StatusUnprocessableEntity, path, "is required: the gateway attaches "+e.typ+" to the client of this Patient")
 	}
 	if le := local[ref]; le != nil {
-		e.clientID = le.clientID
+		e.clientID, e.patientRef = le.clientID, "Patient/"+le.id
 		return nil
 	}
 	unknown := inInvalid(http.StatusUnprocessableEntity, path+".reference",
@@ -319,11 +322,12 @@ func (s *server) resolveClient(ctx context.Context, tenant string, e *inEntry, l
 		}
 		for _, le := range local {
 			if le.clientID == val {
-				e.clientID = val
+				e.clientID, e.patientRef = val, "Patient/"+le.id
 				return nil
 			}
 		}
-		recs, _, err := s.cfg.Store.Records().ListByClient(ctx, tenant, val, kap.ListQuery{Limit: 1})
+		rs := s.cfg.Store.Records()
+		recs, _, err := rs.ListByClient(ctx, tenant, val, kap.ListQuery{Limit: 1})
 		if err != nil && kap.ErrorCode(err) != kap.EINVALID {
 			return &inFail{status: status(err), err: err}
 		}
@@ -331,6 +335,23 @@ func (s *server) resolveClient(ctx context.Context, tenant string, e *inEntry, l
 			return unknown
 		}
 		e.clientID = val
+		// Point the reference at a Patient of this facade when there is
+		// one with that identifier: the EHR's, else the clinic's.
+		for _, sys := range systems {
+			pr, err := rs.Lookup(ctx, tenant, kap.ResourceRef{Type: "Patient", System: sys, Value: val})
+			if err != nil || pr.ClientID != val {
+				continue
+			}
+			if pid, ok := strings.CutPrefix(pr.ID, "Patient/"); ok && pr.Kind == string(kap.KindEHRResource) {
+				e.patientRef = "Patient/" + pid
+				return nil
+			}
+			if pr.Kind == string(kap.KindClient) {
+				m := s.mapperFor(tenant)
+				e.patientRef = "Patient/" + m.ResourceID(m.System("Patient"), pr.ClientID)
+				return nil
+			}
+		}
 		return nil
 	}
 	if i := strings.Index(ref, "/fhir/r4/"); i >= 0 {
@@ -346,12 +367,12 @@ func (s *server) resolveClient(ctx context.Context, tenant string, e *inEntry, l
 	} else if err != nil {
 		return &inFail{status: status(err), err: err}
 	}
-	e.clientID = rec.ClientID
+	e.clientID, e.patientRef = rec.ClientID, "Patient/"+id
 	return nil
 }
 
 // putInbound stores one resource; local maps a transaction's fullUrls to
-// their entries (for rewriting urn:uuid references).
+// their entries (urn:uuid references to them become <Type>/<id>).
 func (s *server) putInbound(ctx context.Context, tenant string, e *inEntry, local map[string]*inEntry) (kap.StoredRecord, bool, error) {
 	r := fhirRes{}
 	for k, v := range e.res {
@@ -370,6 +391,11 @@ func (s *server) putInbound(ctx context.Context, tenant string, e *inEntry, loca
 		refs[u] = le.typ + "/" + le.id
 	}
 	rewriteRefs(r, refs, s.mapperFor(tenant))
+	if f := patientField[e.typ]; f != "" && e.patientRef != "" {
+		if ref, ok := r[f].(map[string]any); ok {
+			ref["reference"] = e.patientRef
+		}
+	}
 	body, err := encodeResource(r)
 	if err != nil {
 		return kap.StoredRecord{}, false, err
@@ -544,9 +570,16 @@ func (s *server) fhirBundle(c *gin.Context) {
 	}
 	base := baseURL(c)
 	out := bundleOut{Type: b.Type + "-response", Entry: make([]bundleEntry, len(b.Entry))}
+	// In a transaction, every entry's fullUrl (and Type/id) resolves to the
+	// entry, for rewriting references between entries.
 	var l map[string]*inEntry
 	if !batch {
-		l = local
+		l = map[string]*inEntry{}
+		for _, e := range entries {
+			if e != nil && e.fullURL != "" {
+				l[e.fullURL] = e
+			}
+		}
 	}
 	for _, i := range order {
 		e := entries[i]

@@ -198,6 +198,12 @@ func testFHIRInbound(t *testing.T, store kap.Store) {
 		if len(es) != 4 {
 			t.Fatalf("%d entries", len(es))
 		}
+		// The conditional reference by MRN now points at the EHR's Patient.
+		loc := es[0]["response"].(map[string]any)["location"].(string)
+		ms := fxDo(t, "GET", base+"/"+loc, "key-a", nil).json(t)
+		if ref := ms["subject"].(map[string]any)["reference"]; ref != "Patient/"+pid {
+			t.Errorf("stored subject %v, want Patient/%s", ref, pid)
+		}
 		want := []string{"201", "4", "422", "400"}
 		for i, e := range es {
 			rr := e["response"].(map[string]any)
@@ -365,6 +371,16 @@ func testFHIRInbound(t *testing.T, store kap.Store) {
 		got, _ := fxSearchAll(t, base+"/Condition?patient="+own, "key-a")
 		if len(got) != 1 {
 			t.Errorf("search: %v", got)
+		}
+		// A conditional reference in the clinic's own system points at the
+		// clinic's Patient once stored.
+		r = fxDo(t, "POST", base+"/MedicationStatement", "key-a",
+			fxJSON(fxMedStatement("Patient?identifier=https://fhir.kapbridge.org/sid/clinic-a/Patient|c001")))
+		if r.status != http.StatusCreated {
+			t.Fatalf("by the clinic's identifier: %d %s", r.status, r.body)
+		}
+		if ref := r.json(t)["subject"].(map[string]any)["reference"]; ref != "Patient/"+own {
+			t.Errorf("subject %v, want Patient/%s", ref, own)
 		}
 		// The same identifier for another patient is refused, not moved.
 		cond["subject"] = map[string]any{"reference": "Patient/" + pid}
