@@ -68,18 +68,33 @@ func methodPerms(method string, one bool) config.Perm {
 	return config.PermCreate | config.PermUpdate
 }
 
+// scopeFree are the routes that need an authenticated credential but no
+// scope: they touch no stored data.
+var scopeFree = map[string]bool{
+	"/kap/v1/$map":       true,
+	"/fhir/r4/$validate": true,
+	"/fhir/r4/metadata":  true,
+}
+
 // required returns what the matched route needs; ok=false when the route
-// needs no scope beyond an authenticated credential ($map and $validate,
-// which touch no stored data) or names nothing this check knows (the
-// handler answers 404).
+// needs no scope beyond an authenticated credential (scopeFree) or names a
+// collection or type this check does not know (the handler answers 404).
+// An operation ($name) not in scopeFree needs r and s on every type (and c
+// and u too unless it is a GET): an operation may return anything.
 func required(c *gin.Context) (need, bool) {
 	route := c.FullPath()
+	if scopeFree[route] {
+		return need{}, false
+	}
+	if last := route[strings.LastIndex(route, "/")+1:]; strings.HasPrefix(last, "$") {
+		perms := config.PermRead | config.PermSearch
+		if c.Request.Method != http.MethodGet && c.Request.Method != http.MethodHead {
+			perms |= config.PermCreate | config.PermUpdate
+		}
+		return need{types: []string{"*"}, perms: perms}, true
+	}
 	switch {
 	case strings.HasPrefix(route, "/kap/v1/"):
-		rest := strings.TrimPrefix(route, "/kap/v1/")
-		if strings.HasPrefix(rest, "$") {
-			return need{}, false
-		}
 		var types []string
 		if coll := c.Param("collection"); coll != "" {
 			kind, ok := Collections[coll]
@@ -92,13 +107,10 @@ func required(c *gin.Context) (need, bool) {
 		}
 		return need{types: types, perms: methodPerms(c.Request.Method, c.Param("id") != "")}, true
 	case strings.HasPrefix(route, "/fhir/r4"):
-		rest := strings.TrimPrefix(strings.TrimPrefix(route, "/fhir/r4"), "/")
-		if strings.HasPrefix(rest, "$") || rest == "metadata" {
-			return need{}, false
-		}
 		typ := c.Param("type")
 		if typ == "" {
-			// A transaction or batch Bundle may hold any type.
+			// A transaction or batch Bundle, or a system-level route: any
+			// type.
 			return need{types: []string{"*"}, perms: methodPerms(c.Request.Method, false)}, true
 		}
 		if typ[0] < 'A' || typ[0] > 'Z' {
