@@ -282,3 +282,43 @@ func TestNewRefusesBadOptions(t *testing.T) {
 		}
 	}
 }
+
+func TestSenderPreflightUsesCapabilities(t *testing.T) {
+	var writes atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/metadata" {
+			w.Write(capabilityJSON(false, true, false))
+			return
+		}
+		writes.Add(1)
+		w.WriteHeader(500)
+	}))
+	defer srv.Close()
+	s := newSender(t, srv.URL, "generic", nil)
+	fs, err := s.Preflight(context.Background(), readTestdata(t, "16-dosing-c001-1.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var strategy string
+	refused := map[string]bool{}
+	for _, f := range fs {
+		if strings.HasPrefix(f.Reason, "strategy: ") {
+			strategy = f.Reason
+		}
+		if f.Action == ehr.ActionFallback || f.Action == ehr.ActionNotSent {
+			refused[f.ResourceType] = true
+		}
+	}
+	if strategy != "strategy: per resource: conditional-update" {
+		t.Errorf("strategy finding %q", strategy)
+	}
+	// The test statement lists no MedicationAdministration, Medication or Procedure.
+	for _, typ := range []string{"MedicationAdministration", "Medication", "Procedure"} {
+		if !refused[typ] {
+			t.Errorf("%s not refused although the CapabilityStatement lacks it: %v", typ, refused)
+		}
+	}
+	if writes.Load() != 0 {
+		t.Errorf("preflight sent %d requests besides metadata", writes.Load())
+	}
+}

@@ -1,6 +1,7 @@
 package ehr
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -53,6 +54,39 @@ func Preflight(p *Profile, bundle []byte) []Finding {
 	}
 	pl := makePlan(p, es, nil)
 	return pl.Findings
+}
+
+// Preflight checks a Bundle against the Sender's profile and the target's
+// current capabilities (read from the cache or GET [base]/metadata; no write
+// is sent), and names the strategy a delivery would use.
+func (s *Sender) Preflight(ctx context.Context, bundle []byte) ([]Finding, error) {
+	es, err := parseBundle(bundle)
+	if err != nil {
+		return []Finding{{Severity: "error", Reason: kap.ErrorMessage(err)}}, nil
+	}
+	c, err := s.capability(ctx)
+	if err != nil {
+		return nil, err
+	}
+	pl := makePlan(s.profile, es, c.filter())
+	strategy := "per resource: "
+	if s.useTransaction(c, pl.Send) {
+		strategy = StrategyTransaction
+	} else {
+		seen := map[string]bool{}
+		var names []string
+		for _, e := range pl.Send {
+			if n := s.perResource(c, e.Type); !seen[n] {
+				seen[n] = true
+				names = append(names, n)
+			}
+		}
+		strategy += strings.Join(names, ", ")
+	}
+	if !c.Known {
+		strategy += " (the target publishes no CapabilityStatement)"
+	}
+	return append(pl.Findings, Finding{Severity: "info", Action: ActionSend, Reason: "strategy: " + strategy}), nil
 }
 
 // plan is what a delivery sends for one Bundle under a profile.
