@@ -20,6 +20,10 @@
 // SendResult.Resources reports, for each resource of the message, TargetID
 // "<YYYY-MM-DD>.ndjson:<line>" (the 1-based line of the Bundle) and
 // VersionID the record version.
+//
+// The recipient may move or delete day files it has processed: the index
+// keeps their messages delivered, and the next line of the day starts a new
+// file whose lines count from 1 again.
 package ndjson
 
 import (
@@ -219,6 +223,11 @@ func (s *Sender) repair(day string) ([]intent, error) {
 		starts = append(starts, good)
 		good += nl + 1
 	}
+	if _, err := os.Stat(s.dataPath(day)); errors.Is(err, fs.ErrNotExist) {
+		// The recipient took the day file away: what it held was
+		// delivered; keep the index so it is not written again.
+		return ints, nil
+	}
 	// Only the last batch's lines can be missing or torn: every earlier
 	// batch was fsynced before the next one began. Check each of them
 	// against its CRC; from the first bad one on, drop them all.
@@ -407,6 +416,9 @@ func (s *Sender) writeBatch(day string, n int64, batch []*pending) {
 	}
 	var idx, data bytes.Buffer
 	line := s.lines[day]
+	if st.Size() == 0 {
+		line = 0 // a new file (or one the recipient took away): lines count from 1
+	}
 	first := map[string]*pending{} // a message twice in one batch is written once
 	for _, p := range batch {
 		if first[p.key] != nil {

@@ -315,3 +315,36 @@ func TestRepairChecksTheLastBatchByCRC(t *testing.T) {
 		t.Fatalf("%d lines, want 3", n)
 	}
 }
+
+// The recipient took the day file away: the gateway still opens, does not
+// write those messages again, and starts a new file for new ones.
+func TestDayFileTakenAway(t *testing.T) {
+	dir := t.TempDir()
+	clock := func() time.Time { return day0 }
+	s, err := ndjson.New(ndjson.Options{Name: "files", Dir: filepath.Join(dir, "files"), Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Send(context.Background(), msg("clinic", "s1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	data := filepath.Join(dir, "files", "2026-03-14.ndjson")
+	if err := os.Rename(data, filepath.Join(dir, "processed.ndjson")); err != nil {
+		t.Fatal(err)
+	}
+	s2 := open(t, dir, clock)
+	if _, err := s2.Send(context.Background(), msg("clinic", "s1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(data); err == nil {
+		t.Fatal("a message the recipient took was written again")
+	}
+	res, err := s2.Send(context.Background(), msg("clinic", "s2", 1))
+	if err != nil || res.Resources[0].TargetID != "2026-03-14.ndjson:1" {
+		t.Fatalf("s2: %+v %v", res, err)
+	}
+	if got := lines(t, data); len(got) != 1 || !strings.Contains(got[0], `"s2"`) {
+		t.Fatalf("new file: %q", got)
+	}
+}
