@@ -3,12 +3,21 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/kapbridge/kap/adapters/httpapi"
 	"github.com/kapbridge/kap/internal/config"
@@ -155,4 +164,94 @@ tenants:
 
 func newTestLogger(w *syncBuffer) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// TestServeBearerAndAudit starts the gateway with an issuer whose JWKS a
+// test server publishes: a signed token reaches its tenant, a request
+// without the scope is 403, and both land in <data>/audit (mode 0600).
+func TestServeBearerAndAudit(t *testing.T) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x, y := make([]byte, 32), make([]byte, 32)
+	key.X.FillBytes(x)
+	key.Y.FillBytes(y)
+	jwksBody, _ := json.Marshal(map[string]any{"keys": []map[string]string{{"kty": "EC", "crv": "P-256", "kid": "k1", "alg": "ES256",
+		"x": base64.RawURLEncoding.EncodeToString(x), "y": base64.RawURLEncoding.EncodeToString(y)}}})
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write(jwksBody) }))
+	defer jwks.Close()
+
+	dir := t.TempDir()
+	cfg, err := config.Parse([]byte(`
+tenants:
+  - name: clinic-a
+issuers:
+  - issuer: https://idp.example.test/
+    jwksUrl: `+jwks.URL+`
+    audience: https://kapbridge.example.test
+    tenant: clinic-a
+`), "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Addr, cfg.DataDir = "127.0.0.1:0", dir
+	var logs syncBuffer
+	m := &serveMain{cfg: serveConfig{Config: cfg, Logger: newTestLogger(&logs)}}
+	if err := m.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	token := func(scope string) string {
+		tok := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.MapClaims{"iss": "https://idp.example.test/",
+			"aud": "https://kapbridge.example.test", "client_id": "clinic-a-emr", "scope": scope,
+			"exp": time.Now().Add(time.Minute).Unix()})
+		tok.Header["kid"] = "k1"
+		s, err := tok.SignedString(key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	var client testRecord
+	for _, r := range loadRecords(t) {
+		if r.kind == "Client" {
+			client = r
+			break
+		}
+	}
+	send := func(method, path, tok string, body []byte) int {
+		req, _ := http.NewRequest(method, "http://"+m.Addr()+path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if st := send("POST", "/kap/v1/clients", token("system/*.cruds"), client.data); st != 201 {
+		t.Fatalf("POST with a token: %d", st)
+	}
+	if st := send("GET", "/kap/v1/clients/"+client.id, token("system/Observation.rs"), nil); st != 403 {
+		t.Fatalf("GET without the scope: %d", st)
+	}
+	if err := m.audit.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(dir, "audit", "audit-*.ndjson"))
+	if len(files) != 1 {
+		t.Fatalf("audit files %v", files)
+	}
+	data, _ := os.ReadFile(files[0])
+	if fi, _ := os.Stat(files[0]); fi.Mode().Perm() != 0o600 {
+		t.Errorf("audit file mode %v", fi.Mode())
+	}
+	if n := strings.Count(string(data), `"resourceType":"AuditEvent"`); n != 2 || !strings.Contains(string(data), "jwt:clinic-a-emr") {
+		t.Errorf("%d audit events: %s", n, data)
+	}
+	if strings.Contains(logs.String(), client.id) {
+		t.Error("the operational log names the record")
+	}
 }
