@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 
 	"github.com/kapbridge/kap"
@@ -26,7 +28,29 @@ func BenchmarkSubmitDosingSession(b *testing.B) {
 	}
 }
 
-func benchSubmit(b *testing.B, store kap.Store) {
+// BenchmarkSubmitDosingSessionParallel is the same with 8 concurrent
+// submitters per GOMAXPROCS (store round trips and fsyncs overlap).
+func BenchmarkSubmitDosingSessionParallel(b *testing.B) {
+	for _, name := range []string{"bolt", "redis"} {
+		b.Run(name, func(b *testing.B) {
+			h := benchHandler(b, apiStores[name](b, nil))
+			body := readRecord(b, "16-dosing-c001-1.json")
+			var n atomic.Int64
+			b.SetParallelism(8)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				m := maps.Clone(body)
+				for pb.Next() {
+					m["id"] = fmt.Sprintf("ds-pbench-%d", n.Add(1))
+					submit(b, h, jsonOf(b, m))
+				}
+			})
+		})
+	}
+}
+
+func benchHandler(b *testing.B, store kap.Store) http.Handler {
 	h, err := httpapi.New(httpapi.Config{
 		Store:  store,
 		Codec:  fhir.MustCodec(),
@@ -36,6 +60,22 @@ func benchSubmit(b *testing.B, store kap.Store) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	return h
+}
+
+func submit(b *testing.B, h http.Handler, body []byte) {
+	req := httptest.NewRequest("POST", "/kap/v1/dosing-sessions", bytes.NewReader(body))
+	req.Header.Set("X-API-Key", apiKey)
+	req.Header.Set("Content-Type", "application/json")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, req)
+	if w.Code != http.StatusCreated {
+		b.Errorf("status %d: %s", w.Code, w.Body.Bytes())
+	}
+}
+
+func benchSubmit(b *testing.B, store kap.Store) {
+	h := benchHandler(b, store)
 	m := readRecord(b, "16-dosing-c001-1.json")
 	bodies := make([][]byte, b.N)
 	for i := range bodies {
@@ -45,13 +85,6 @@ func benchSubmit(b *testing.B, store kap.Store) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		req := httptest.NewRequest("POST", "/kap/v1/dosing-sessions", bytes.NewReader(bodies[i]))
-		req.Header.Set("X-API-Key", apiKey)
-		req.Header.Set("Content-Type", "application/json")
-		w := httptest.NewRecorder()
-		h.ServeHTTP(w, req)
-		if w.Code != http.StatusCreated {
-			b.Fatalf("status %d: %s", w.Code, w.Body.Bytes())
-		}
+		submit(b, h, bodies[i])
 	}
 }
