@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/kapbridge/kap"
@@ -50,6 +51,13 @@ const Prefix = "/admin"
 type HealthSource interface {
 	Health() delivery.Health
 }
+
+// HealthFunc adapts a function to HealthSource, for a worker that is
+// started after the console is built.
+type HealthFunc func() delivery.Health
+
+// Health calls f.
+func (f HealthFunc) Health() delivery.Health { return f() }
 
 // Config configures the console.
 type Config struct {
@@ -110,11 +118,14 @@ type Console struct {
 	auditMu   sync.Mutex
 	mapperMu  sync.Mutex
 	mappers   map[string]*mapping.Mapper
+	ctx       context.Context
 	stop      context.CancelFunc
 	done      chan struct{}
+	once      sync.Once
+	started   atomic.Bool
 }
 
-// New returns the console and starts its sampler.
+// New returns the console; Start starts its sampler.
 func New(cfg Config) (*Console, error) {
 	if cfg.Store == nil || cfg.Codec == nil {
 		return nil, errors.New("admin: Store and Codec are required")
@@ -152,14 +163,29 @@ func New(cfg Config) (*Console, error) {
 	c.routes()
 	ctx, cancel := context.WithCancel(context.Background())
 	c.stop = cancel
-	go c.sample(ctx)
+	c.ctx = ctx
 	return c, nil
+}
+
+// Start starts sampling the worker's delivery counts for the charts; call
+// it once the worker runs. The first request starts it too. Idempotent.
+func (c *Console) Start() {
+	c.once.Do(func() {
+		c.started.Store(true)
+		go c.sample(c.ctx)
+	})
 }
 
 // Close stops the sampler and waits for it.
 func (c *Console) Close() error {
+	if c == nil {
+		return nil
+	}
+	c.once.Do(func() {}) // no sampler starts after Close
 	c.stop()
-	<-c.done
+	if c.started.Load() {
+		<-c.done
+	}
 	return nil
 }
 
@@ -222,6 +248,7 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("X-Frame-Options", "DENY")
+	c.Start()
 	c.mux.ServeHTTP(w, r)
 }
 

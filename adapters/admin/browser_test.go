@@ -211,6 +211,7 @@ func startGateway(t *testing.T) *gateway {
 	if err := w.Start(context.Background()); err != nil {
 		t.Fatal(err)
 	}
+	console.Start()
 	t.Cleanup(func() {
 		srv.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -20,6 +20,7 @@ import (
 	oteltrace "go.opentelemetry.io/otel/trace"
 
 	"github.com/kapbridge/kap"
+	"github.com/kapbridge/kap/adapters/admin"
 	"github.com/kapbridge/kap/adapters/bolt"
 	"github.com/kapbridge/kap/adapters/httpapi"
 	kapredis "github.com/kapbridge/kap/adapters/redis"
@@ -62,6 +63,8 @@ type serveMain struct {
 	stop  context.CancelFunc // ends the handler's background work
 	// tracer exports spans when Config.OTelEndpoint is set.
 	tracer *sdktrace.TracerProvider
+	// admin is the admin console at /admin (admin.go).
+	admin *admin.Console
 }
 
 // Open opens the store, provisions the bootstrap key and starts listening.
@@ -118,6 +121,14 @@ func (m *serveMain) Open() error {
 		}
 		m.tracer = tp
 	}
+	console, err := m.buildAdmin(store, codec, audit)
+	if err != nil {
+		stop()
+		audit.Close()
+		store.Close()
+		return err
+	}
+	m.admin = console
 	h, err := httpapi.New(httpapi.Config{
 		Store:          store,
 		Codec:          codec,
@@ -130,6 +141,7 @@ func (m *serveMain) Open() error {
 		TenantTargets:  httpapi.TargetPolicies(cfg.Config),
 		TracerProvider: tracerOf(m.tracer),
 		Ready:          m.ready,
+		Admin:          console,
 		Logger:         cfg.Logger,
 	})
 	if err != nil {
@@ -151,6 +163,7 @@ func (m *serveMain) Open() error {
 		store.Close()
 		return err
 	}
+	m.admin.Start()
 	m.srv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -184,6 +197,7 @@ func (m *serveMain) Close() error {
 	if cerr := m.store.Close(); err == nil {
 		err = cerr
 	}
+	m.admin.Close()
 	m.stop()
 	if cerr := m.audit.Close(); err == nil {
 		err = cerr
