@@ -297,15 +297,13 @@ func (s *server) candidates(ctx context.Context, tenant, typ string, q url.Value
 			} else if err != nil {
 				return nil, err
 			}
-			ms, err := fromRecord(rec)
-			if err != nil {
+			r, err := s.findResource(tenant, rec, typ, id)
+			if kap.ErrorCode(err) == kap.ENOTFOUND {
+				continue // no longer in the latest version
+			} else if err != nil {
 				return nil, err
 			}
-			for _, m := range ms {
-				if m.r.id() == id {
-					out = append(out, m)
-				}
-			}
+			out = append(out, match{r: r, clientID: rec.ClientID})
 		}
 		return out, nil
 	case len(q["identifier"]) > 0:
