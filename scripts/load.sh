@@ -3,7 +3,9 @@
 # the bare-gin baseline (cmd/loadbaseline) that only decodes the same JSON,
 # both driven by wrk with the same Lua script (a new session id on every
 # request) in the same run. Prints requests/s, p50 and p99 latency of each
-# and the gateway/baseline throughput ratio. Not part of the test suite.
+# and the gateway/baseline throughput ratio, and the CPU time each server
+# (plus redis-server for the gateway) spent per request, which depends much
+# less on what else the machine runs. Not part of the test suite.
 #
 #   scripts/load.sh                 # 20 s per server, 2 wrk threads, 16 connections
 #   DURATION=60s CONNS=32 scripts/load.sh
@@ -58,7 +60,8 @@ RPORT=$(freeport)
 mkdir -p "$WORK/redis"
 redis-server --port "$RPORT" --bind 127.0.0.1 --dir "$WORK/redis" --appendonly yes --appendfsync "$FSYNC" \
 	--save "" --daemonize no --protected-mode no --logfile "$WORK/redis/redis.log" &
-PIDS+=($!)
+RPID=$!
+PIDS+=($RPID)
 waitport "$RPORT" redis-server
 
 KEY=kap_load_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -75,9 +78,11 @@ BPORT=$(freeport)
 KAPBRIDGE_CONFIG="$WORK/kapbridge.json" KAPBRIDGE_REDIS_URL="redis://127.0.0.1:$RPORT/0" \
 	KAPBRIDGE_ADDR="127.0.0.1:$GPORT" KAPBRIDGE_DATA_DIR="$WORK/data" KAPBRIDGE_ROLE="$ROLE" \
 	"$WORK/kapbridge" serve 2>"$WORK/kapbridge.log" &
-PIDS+=($!)
+GPID=$!
+PIDS+=($GPID)
 "$WORK/loadbaseline" --addr "127.0.0.1:$BPORT" 2>"$WORK/loadbaseline.log" &
-PIDS+=($!)
+BPID=$!
+PIDS+=($BPID)
 waitport "$GPORT" "kapbridge serve"
 waitport "$BPORT" loadbaseline
 
@@ -121,17 +126,34 @@ function done(summary, latency, requests)
 end
 LUA
 
-run() { # run NAME PORT
-	echo "wrk: $1 for $DURATION, $THREADS threads, $CONNS connections..." >&2
-	RUN_ID="$1$RANDOM" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$WORK/post.lua" "http://127.0.0.1:$2" >"$WORK/$1.out"
-	grep '^RESULT' "$WORK/$1.out" | sed "s/^RESULT/$1/"
+cputicks() { # cputicks PID...: user+system clock ticks of the processes
+	local t=0
+	for p in "$@"; do
+		t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat")))
+	done
+	echo "$t"
+}
+
+run() { # run NAME PORT PID...: wrk against the port; CPU of the PIDs per request
+	local name=$1 port=$2
+	shift 2
+	echo "wrk: $name for $DURATION, $THREADS threads, $CONNS connections..." >&2
+	local before
+	before=$(cputicks "$@")
+	RUN_ID="$name$RANDOM" wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$WORK/post.lua" "http://127.0.0.1:$port" >"$WORK/$name.out"
+	local ticks=$(($(cputicks "$@") - before))
+	local line
+	line=$(grep '^RESULT' "$WORK/$name.out" | sed "s/^RESULT/$name/")
+	local reqs
+	reqs=$(echo "$line" | tr ' ' '\n' | grep '^requests=' | cut -d= -f2)
+	echo "$line cpu_ms_per_req=$(python3 -c "print(f'{$ticks * 1000 / $(getconf CLK_TCK) / max($reqs, 1):.2f}')")"
 }
 
 # A short warm-up of each, then the measured runs.
-DURATION=3s run warmup-baseline "$BPORT" >/dev/null
-DURATION=3s run warmup-gateway "$GPORT" >/dev/null
-B=$(run baseline "$BPORT")
-G=$(run gateway "$GPORT")
+DURATION=3s run warmup-baseline "$BPORT" "$BPID" >/dev/null
+DURATION=3s run warmup-gateway "$GPORT" "$GPID" >/dev/null
+B=$(run baseline "$BPORT" "$BPID")
+G=$(run gateway "$GPORT" "$GPID" "$RPID")
 echo "$B"
 echo "$G"
 field() { echo "$1" | tr ' ' '\n' | grep "^$2=" | cut -d= -f2; }
@@ -145,4 +167,5 @@ if [ "$(field "$G" non2xx)" != 0 ] || [ "$(field "$G" errors)" != 0 ]; then
 	tail -5 "$WORK/kapbridge.log" >&2
 	exit 1
 fi
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'); redis appendfsync $FSYNC; gateway role $ROLE" >&2
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), load average $(cut -d' ' -f1-3 /proc/loadavg); redis appendfsync $FSYNC; gateway role $ROLE" >&2
+echo "(cpu_ms_per_req: CPU time of the server process, and of redis-server for the gateway, per request)" >&2
