@@ -114,6 +114,25 @@ ensure_fhirkit() {
 	printf '%s\n' "$want" >"$marker"
 }
 
+# npm ci in adapters/ehr/ehrtest/server (the test FHIR server: Medplum
+# fhir-router on Node 22), same lock-marker rule as conformance/node.
+ensure_ehrtest() {
+	local dir="$ROOT/adapters/ehr/ehrtest/server" want have=""
+	local marker="$dir/node_modules/.kapbridge-lock.sha256"
+	want="$(cat "$dir/package.json" "$dir/package-lock.json" | sha256sum | cut -d' ' -f1)"
+	[ -f "$marker" ] && have="$(cat "$marker")"
+	if [ -d "$dir/node_modules/@medplum/fhir-router" ] && [ -x "$dir/node_modules/.bin/node" ] && [ "$want" = "$have" ]; then
+		log "ehrtest server up to date (lock $want)"
+		return 0
+	fi
+	ensure_npm
+	log "npm ci in adapters/ehr/ehrtest/server"
+	(cd "$dir" && CI=true npm ci --no-audit --no-fund --loglevel=error </dev/null)
+	[ -x "$dir/node_modules/.bin/node" ] || { log "node_modules/.bin/node missing after npm ci in $dir"; return 1; }
+	printf '%s\n' "$want" >"$marker"
+	log "installed the ehrtest server packages"
+}
+
 # --- chromium (browser tests) -------------------------------------------------
 # Always installed: adapters/admin's browser tests drive it with chromedp
 # (Debian package chromium: /usr/bin/chromium). Idempotent: nothing is
@@ -130,5 +149,6 @@ ensure_chromium() {
 ensure_redis
 ensure_validators
 ensure_fhirkit
+ensure_ehrtest
 ensure_chromium
 log "done"
