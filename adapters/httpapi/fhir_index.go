@@ -142,6 +142,21 @@ func indexRecord(ctx context.Context, rs kap.RecordStore, rec kap.StoredRecord) 
 	}
 }
 
+// ensureIndexed indexes a record that has no index record yet (one stored
+// before the index existed, or by a process that does not wrap its store).
+// Searches by patient call it for every record they read, so such records
+// become readable by id.
+func ensureIndexed(ctx context.Context, rs kap.RecordStore, rec kap.StoredRecord) error {
+	if rec.Kind == fhirIndexKind || len(rec.Bundle) == 0 {
+		return nil
+	}
+	_, err := rs.Get(ctx, rec.Tenant, fhirIndexKind, rec.Kind+"/"+rec.ID)
+	if kap.ErrorCode(err) == kap.ENOTFOUND {
+		return indexRecord(ctx, rs, rec)
+	}
+	return err
+}
+
 // resolve returns the latest version of the record holding the resource
 // typ/id in tenant. Returns ENOTFOUND when there is none.
 func resolveID(ctx context.Context, rs kap.RecordStore, tenant, typ, id string) (kap.StoredRecord, error) {

@@ -96,3 +96,31 @@ func BenchmarkFHIRCapability(b *testing.B) {
 		}
 	}
 }
+
+// TestFHIRIndexRepair: a record stored without the index becomes readable
+// by id once a search by patient has read it.
+func TestFHIRIndexRepair(t *testing.T) {
+	st, err := bolt.Open(filepath.Join(t.TempDir(), "kap.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	bundle := []byte(`{"resourceType":"Bundle","type":"transaction","entry":[
+		{"fullUrl":"urn:uuid:33333333-3333-5333-8333-333333333333","resource":{"resourceType":"Observation"}}]}`)
+	rec, _, err := st.Records().Put(ctx, kap.StoredRecord{Tenant: "t", Kind: "Assessment", ID: "a-1", ClientID: "c1",
+		ContentHash: "h", Bundle: bundle}, kap.PutOptions{}) // the raw store: no index
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := withFHIRIndex(st).Records()
+	if _, err := resolveID(ctx, rs, "t", "Observation", "33333333-3333-5333-8333-333333333333"); kap.ErrorCode(err) != kap.ENOTFOUND {
+		t.Fatalf("before the repair: %v", err)
+	}
+	if err := ensureIndexed(ctx, rs, rec); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := resolveID(ctx, rs, "t", "Observation", "33333333-3333-5333-8333-333333333333"); err != nil || got.ID != "a-1" {
+		t.Fatalf("after the repair: %v %+v", err, got)
+	}
+}

@@ -350,6 +350,9 @@ func (s *server) candidates(ctx context.Context, tenant, typ string, q url.Value
 				return nil, err
 			}
 			for _, rec := range recs {
+				if err := ensureIndexed(ctx, rs, rec); err != nil {
+					return nil, err
+				}
 				ms, err := fromRecord(rec)
 				if err != nil {
 					return nil, err

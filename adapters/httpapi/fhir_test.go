@@ -429,6 +429,48 @@ func testFHIRReadAndSearch(t *testing.T, store kap.Store) {
 		if r := fxDo(t, "GET", base+"/Encounter/"+encID+"/_history/1", "key-b", nil); r.status != http.StatusNotFound {
 			t.Errorf("vread from another tenant: %d", r.status)
 		}
+		// Version 3 drops the last vital-signs time point: its Observations
+		// are gone (410) from the latest version but still in version 2.
+		vitals := doc["vitals"].([]any)
+		doc["vitals"] = vitals[:len(vitals)-1]
+		data, _ = json.Marshal(doc)
+		r = fxDo(t, "POST", srv.URL+"/kap/v1/dosing-sessions", "key-a", data)
+		var env3 struct {
+			Version int
+			Bundle  map[string]any
+		}
+		json.Unmarshal(r.body, &env3)
+		if env3.Version != 3 {
+			t.Fatalf("third version: %d %s", r.status, r.body)
+		}
+		now := fxEntries([]map[string]any{env3.Bundle}, "Observation")
+		var gone []string
+		for id := range fxEntries([]map[string]any{env.Bundle}, "Observation") {
+			if now[id] == nil {
+				gone = append(gone, id)
+			}
+		}
+		if len(gone) == 0 {
+			t.Fatal("dropping a time point removed no Observation")
+		}
+		for _, id := range gone {
+			if r := fxDo(t, "GET", base+"/Observation/"+id, "key-a", nil); r.status != http.StatusGone {
+				t.Errorf("dropped Observation: %d", r.status)
+			}
+			if r := fxDo(t, "GET", base+"/Observation/"+id+"/_history/2", "key-a", nil); r.status != http.StatusOK {
+				t.Errorf("dropped Observation, vread 2: %d", r.status)
+			}
+		}
+		// Version 4 puts the time point back (the searches below expect
+		// the full course).
+		doc["vitals"] = vitals
+		data, _ = json.Marshal(doc)
+		if r := fxDo(t, "POST", srv.URL+"/kap/v1/dosing-sessions", "key-a", data); r.status != http.StatusCreated {
+			t.Fatalf("fourth version: %d %s", r.status, r.body)
+		}
+		if r := fxDo(t, "GET", base+"/Observation/"+gone[0], "key-a", nil); r.status != http.StatusOK {
+			t.Errorf("restored Observation: %d", r.status)
+		}
 	})
 
 	t.Run("search by patient with paging", func(t *testing.T) {
