@@ -15,7 +15,6 @@ import (
 	"strings"
 	"time"
 
-	goredis "github.com/redis/go-redis/v9"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	oteltrace "go.opentelemetry.io/otel/trace"
 
@@ -23,7 +22,6 @@ import (
 	"github.com/kapbridge/kap/adapters/admin"
 	"github.com/kapbridge/kap/adapters/bolt"
 	"github.com/kapbridge/kap/adapters/httpapi"
-	kapredis "github.com/kapbridge/kap/adapters/redis"
 	"github.com/kapbridge/kap/fhir"
 	"github.com/kapbridge/kap/internal/config"
 	"github.com/kapbridge/kap/internal/metrics"
@@ -110,6 +108,13 @@ func (m *serveMain) Open() error {
 	}
 	bg, stop := context.WithCancel(context.Background())
 	m.audit, m.stop = audit, stop
+	jwks, err := serveJWKS(cfg.Config)
+	if err != nil {
+		stop()
+		audit.Close()
+		store.Close()
+		return err
+	}
 	m.met = metrics.New()
 	if cfg.Config.OTelEndpoint != "" {
 		tp, err := httpapi.NewTracerProvider(context.Background(), cfg.Config.OTelEndpoint)
@@ -137,6 +142,8 @@ func (m *serveMain) Open() error {
 		Audit:          audit,
 		RequestTimeout: cfg.Config.RequestTimeout.D(),
 		Context:        bg,
+		JWKS:           jwks,
+		JWKSPath:       cfg.Config.JWKSPath,
 		Metrics:        m.met,
 		TenantTargets:  httpapi.TargetPolicies(cfg.Config),
 		TracerProvider: tracerOf(m.tracer),
@@ -324,16 +331,9 @@ func openStore(cfg config.Config) (kap.Store, error) {
 		}
 		return s, nil
 	}
-	opt, err := goredis.ParseURL(cfg.RedisURL)
-	if err != nil {
-		return nil, fmt.Errorf("redisUrl is not a redis:// or rediss:// URL")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// One server, a Cluster (several seeds or cluster=true) or Sentinel
+	// (master_name=): redisurl.go, docs/operations.md.
+	ctx, cancel := context.WithTimeout(context.Background(), redisDialTimeout)
 	defer cancel()
-	s, err := kapredis.Dial(ctx, &goredis.UniversalOptions{Addrs: []string{opt.Addr}, Username: opt.Username,
-		Password: opt.Password, DB: opt.DB, TLSConfig: opt.TLSConfig}, kapredis.Options{})
-	if err != nil {
-		return nil, err
-	}
-	return s, nil
+	return openRedis(ctx, cfg.RedisURL)
 }
