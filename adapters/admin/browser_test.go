@@ -393,7 +393,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// The EHR goes down: every connection is closed. Three records fail
 	// their two attempts and become dead letters.
-	g.Peer.Control(t, map[string]any{"outage": map[string]any{"ms": 600000}})
+	g.Peer.Stop(t)
 	ds1 := g.put(t, "16-dosing-c001-1.json")
 	is1 := g.put(t, "17-integration-c001-1.json")
 	ds2 := g.put(t, "18-dosing-c001-2.json")
@@ -417,7 +417,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// The EHR is back; retry the first dead letter from the page.
-	g.Peer.Control(t, map[string]any{"clearFaults": true})
+	g.Peer.Restart(t)
 	id1 := kap.MessageFor(ds1, "ehr", time.Time{}).ID
 	if err := chromedp.Run(ctx,
 		chromedp.Navigate(g.URL+"/admin/dead-letters"),

@@ -220,6 +220,7 @@ func (c *Console) deliveriesSearch(w http.ResponseWriter, r *http.Request, s *se
 		}
 	}
 	data["Rows"] = rows
+	c.audit(r, s, "search-deliveries", map[string]any{"client": f.Client, "results": len(rows)})
 	c.render(w, r, http.StatusOK, "deliveries", s, data)
 }
 
@@ -260,6 +261,8 @@ type traceTarget struct {
 	Attempts []attemptView
 	Ledger   []kap.LedgerEntry
 	Reason   string
+	// LedgerSummary counts the ledger entries by state: "68 confirmed, 2 unknown".
+	LedgerSummary string
 }
 
 func (c *Console) trace(w http.ResponseWriter, r *http.Request, s *session) {
@@ -313,10 +316,29 @@ func (c *Console) trace(w http.ResponseWriter, r *http.Request, s *session) {
 				tt.Ledger = append(tt.Ledger, e)
 			}
 		}
+		tt.LedgerSummary = ledgerSummary(tt.Ledger)
+		if tt.Status == nil && tt.State == "delivered" {
+			tt.Reason = ""
+		}
 		tts = append(tts, tt)
 	}
+	c.audit(r, s, "view-record", map[string]any{"kind": kind, "id": id})
 	c.render(w, r, http.StatusOK, "trace", s, map[string]any{"Rec": rec, "History": hist, "Record": indent(rec.Record),
 		"Bundle": indent(rec.Bundle), "RecordIssues": recIssues, "BundleIssues": bundleIssues, "Targets": tts})
+}
+
+func ledgerSummary(es []kap.LedgerEntry) string {
+	n := map[kap.LedgerState]int{}
+	for _, e := range es {
+		n[e.State]++
+	}
+	var parts []string
+	for _, st := range []kap.LedgerState{kap.LedgerConfirmed, kap.LedgerSent, kap.LedgerUnknown, kap.LedgerFailed} {
+		if n[st] > 0 {
+			parts = append(parts, fmt.Sprintf("%d %s", n[st], st))
+		}
+	}
+	return strings.Join(parts, ", ")
 }
 
 func issuesOf(err error) []kap.Issue {
