@@ -20,6 +20,7 @@ import (
 	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/adapters/bolt"
 	"github.com/kapbridge/kap/adapters/ehr"
+	"github.com/kapbridge/kap/adapters/ehr/ehrtest"
 	"github.com/kapbridge/kap/adapters/targetauth"
 	"github.com/kapbridge/kap/fhir"
 	"github.com/kapbridge/kap/internal/config"
@@ -268,7 +269,11 @@ func TestPullPageBound(t *testing.T) {
 // Fault injection in front of the real server: a proxy that misbehaves as
 // some EHRs do.
 func TestPullFaults(t *testing.T) {
-	base := startEHR(t)
+	if testing.Short() {
+		t.Skip("the Medplum FHIR test server is skipped under -short")
+	}
+	srv := ehrtest.Start(t, ehrtest.Options{})
+	base := srv.URL
 	s := seeder{t, base}
 	pid := s.patient("MRN-F4")
 	s.patient("MRN-G5")
@@ -352,17 +357,21 @@ func TestPullFaults(t *testing.T) {
 		}
 	})
 	t.Run("429 then recovered", func(t *testing.T) {
-		var n atomic.Int32
-		b := proxy(t, func(w http.ResponseWriter, r *http.Request) bool {
-			if strings.HasSuffix(r.URL.Path, "/Patient") && n.Add(1) == 1 {
-				w.Header().Set("Retry-After", "1")
-				w.WriteHeader(http.StatusTooManyRequests)
-				return true
-			}
-			return false
-		})
-		if _, err := p.Pull(ctx, http.DefaultClient, b, mrnSystem+"|MRN-F4"); err != nil || n.Load() < 2 {
-			t.Fatalf("err = %v after one 429", err)
+		srv.Fail429(1, time.Second)
+		defer srv.ClearFaults()
+		if _, err := p.Pull(ctx, http.DefaultClient, base, mrnSystem+"|MRN-F4"); err != nil {
+			t.Fatalf("err = %v after one 429 with Retry-After: 1", err)
+		}
+		if n := srv.Stats().Requests["GET 429"]; n != 1 {
+			t.Fatalf("%d answers 429, want 1", n)
+		}
+	})
+	t.Run("EHR unavailable", func(t *testing.T) {
+		srv.Fail503(100, 0, 30*time.Second)
+		defer srv.ClearFaults()
+		_, err := p.Pull(ctx, http.DefaultClient, base, mrnSystem+"|MRN-F4")
+		if kap.ErrorCode(err) != kap.EUNAVAILABLE || strings.Contains(err.Error(), "MRN") || strings.Contains(err.Error(), "http://") {
+			t.Fatalf("err = %v, want unavailable naming no identifier or URL", err)
 		}
 	})
 	t.Run("token revoked: refreshed once", func(t *testing.T) {
