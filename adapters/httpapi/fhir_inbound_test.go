@@ -3,6 +3,7 @@ package httpapi_test
 // Tests of the facade's inbound side: data arriving from EHRs.
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/url"
@@ -388,4 +389,44 @@ func testFHIRInbound(t *testing.T, store kap.Store) {
 			t.Errorf("moving a Condition to another patient: %d %s", r.status, r.body)
 		}
 	})
+}
+
+// TestFHIRNoPHIInLogs: the facade's routes, on success and on every error
+// path, log no name, birth date, identifier or key.
+func TestFHIRNoPHIInLogs(t *testing.T) {
+	var logs bytes.Buffer
+	srv := fxServerLog(t, openBolt(t), &logs)
+	base := srv.URL + "/fhir/r4"
+	pURN := "urn:uuid:6f1b7e2c-0d7a-4a38-9d53-1c1d2e3f4a5b"
+	r := fxDo(t, "POST", base, "key-a", fxBundle("transaction",
+		fxEntry(pURN, "POST", "Patient", fxPatient("mrn-778899")),
+		fxEntry("", "POST", "Condition", fxCondition(pURN))))
+	if r.status != http.StatusOK {
+		t.Fatalf("transaction: %d %s", r.status, r.body)
+	}
+	pid := strings.Split(fxList(r.json(t)["entry"])[0]["response"].(map[string]any)["location"].(string), "/")[1]
+	for _, u := range []string{
+		"/Patient/" + pid, "/Patient/" + pid + "/_history/1", "/Patient/" + pid + "/_history",
+		"/Condition?patient=" + pid + "&_include=Condition:patient",
+		"/Patient?identifier=" + url.QueryEscape(fxMRN+"|mrn-778899"),
+		"/Condition?code=38341003",                      // too costly
+		"/Condition?patient=" + pid + "&name=Ehrperson", // unknown parameter
+		"/Patient/" + pid + "?_format=xml",
+	} {
+		fxDo(t, "GET", base+u, "key-a", nil)
+	}
+	fxDo(t, "GET", base+"/Patient/"+pid, "key-wrong", nil)
+	fxDo(t, "POST", base+"/Observation", "key-a", fxJSON(fxHeartRate("Patient?identifier="+fxMRN+"|mrn-000111", 70)))
+	bad := fxPatient("mrn-778899")
+	bad["birthDate"] = "1980-04-31"
+	fxDo(t, "POST", base+"/Patient", "key-a", fxJSON(bad))
+	fxDo(t, "POST", base+"/Patient", "key-a", []byte(`{"resourceType":"Patient","name":[{"family":"Ehrperson"`))
+	if logs.Len() == 0 {
+		t.Fatal("nothing was logged")
+	}
+	for _, phi := range []string{"Ehrperson", "Quinn", "1980-04", "mrn-778899", "mrn-000111", "key-a", "key-wrong", "38341003"} {
+		if bytes.Contains(logs.Bytes(), []byte(phi)) {
+			t.Errorf("the log holds %q", phi)
+		}
+	}
 }

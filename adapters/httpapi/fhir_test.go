@@ -34,6 +34,12 @@ const fxMRN = "http://ehr.example.org/fhir/sid/mrn"
 // clinic-b (key-b).
 func fxServer(t testing.TB, store kap.Store) *httptest.Server {
 	t.Helper()
+	return fxServerLog(t, store, io.Discard)
+}
+
+// fxServerLog is fxServer logging to w.
+func fxServerLog(t testing.TB, store kap.Store, w io.Writer) *httptest.Server {
+	t.Helper()
 	h, err := httpapi.New(httpapi.Config{
 		Store: store,
 		Codec: fhir.MustCodec(),
@@ -41,7 +47,7 @@ func fxServer(t testing.TB, store kap.Store) *httptest.Server {
 			httpapi.HashKey("key-a"): "clinic-a",
 			httpapi.HashKey("key-b"): "clinic-b",
 		},
-		Logger:               slog.New(slog.NewTextHandler(io.Discard, nil)),
+		Logger:               slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		InboundPatientSystem: fxMRN,
 	})
 	if err != nil {
