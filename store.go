@@ -76,6 +76,9 @@ type ListQuery struct {
 	From, To time.Time // inclusive bounds on Date; zero means unbounded
 	Limit    int       // at most this many (default 100, max 1000)
 	Cursor   string    // from the previous page; "" for the first page
+	// Kinds, when set, selects records of these kinds only; the others
+	// are skipped without being read, and a page still holds up to Limit.
+	Kinds []string
 }
 
 // PageSize returns the limit every implementation applies: Limit, or 100

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -201,13 +202,16 @@ func (r *records) ListByClient(ctx context.Context, tenant, clientID string, q k
 			if !q.To.IsZero() && fromMsKey(rest[:8]).After(q.To) {
 				break
 			}
-			if len(out) == limit {
-				next = base64.RawURLEncoding.EncodeToString(lastKey(out))
-				break
-			}
 			kindID := strings.SplitN(string(rest[9:]), "\x00", 2)
 			if len(kindID) != 2 {
 				continue
+			}
+			if len(q.Kinds) > 0 && !slices.Contains(q.Kinds, kindID[0]) {
+				continue
+			}
+			if len(out) == limit {
+				next = base64.RawURLEncoding.EncodeToString(lastKey(out))
+				break
 			}
 			var rec kap.StoredRecord
 			found, err := getJSON(latest, recKey(tenant, kindID[0], kindID[1]), &rec)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -236,9 +237,34 @@ func (r *records) ListByClient(ctx context.Context, tenant, clientID string, q k
 		}
 	}
 	s := (*Store)(r)
-	mems, err := s.c.ZRangeByLex(ctx, s.tp(tenant)+"c:"+clientID, &goredis.ZRangeBy{Min: lo, Max: hi, Count: int64(limit + 1)}).Result()
-	if err != nil {
-		return nil, "", wrap(err)
+	// Members are "<date>|<kind>/<id>": records of other kinds are skipped
+	// here, before their JSON is read.
+	kindOK := func(m string) bool {
+		if len(q.Kinds) == 0 {
+			return true
+		}
+		kind, _, _ := strings.Cut(m[17:], "/")
+		return slices.Contains(q.Kinds, kind)
+	}
+	batch := int64(limit + 1)
+	if len(q.Kinds) > 0 {
+		batch = max(batch, 256)
+	}
+	var mems []string
+	for {
+		got, err := s.c.ZRangeByLex(ctx, s.tp(tenant)+"c:"+clientID, &goredis.ZRangeBy{Min: lo, Max: hi, Count: batch}).Result()
+		if err != nil {
+			return nil, "", wrap(err)
+		}
+		for _, m := range got {
+			if len(m) > 17 && kindOK(m) && len(mems) <= limit {
+				mems = append(mems, m)
+			}
+		}
+		if len(mems) > limit || int64(len(got)) < batch {
+			break
+		}
+		lo = "(" + got[len(got)-1]
 	}
 	next := ""
 	if len(mems) > limit {

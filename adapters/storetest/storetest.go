@@ -282,6 +282,64 @@ func RunRecordStore(t *testing.T, f Factory) {
 			}
 		}
 	})
+	t.Run("ListByClientKinds", func(t *testing.T) {
+		s, _ := open(t, f)
+		rs := s.Records()
+		ten := Uniq("clinic")
+		// 300 records of the client: every tenth a Consent, the rest
+		// sessions (more than one Redis scan batch of other kinds).
+		consents := 0
+		for i := 0; i < 300; i++ {
+			kind := "DosingSession"
+			if i%10 == 3 {
+				kind = "Consent"
+				consents++
+			}
+			_, _, err := rs.Put(ctx, Rec(ten, kind, fmt.Sprintf("r-%03d", i), "c-1", "x", day0.Add(time.Duration(i)*time.Hour)), kap.PutOptions{})
+			must(t, err)
+		}
+		var got []kap.StoredRecord
+		cursor, pages := "", 0
+		for {
+			recs, next, err := rs.ListByClient(ctx, ten, "c-1", kap.ListQuery{Limit: 7, Cursor: cursor, Kinds: []string{"Consent"}})
+			must(t, err)
+			pages++
+			if len(recs) == 0 {
+				t.Fatalf("page %d is empty (next %q)", pages, next)
+			}
+			if next != "" && len(recs) != 7 {
+				t.Fatalf("page %d holds %d records, want a full page of 7", pages, len(recs))
+			}
+			got = append(got, recs...)
+			if next == "" {
+				break
+			}
+			cursor = next
+			if pages > 20 {
+				t.Fatal("cursor does not advance")
+			}
+		}
+		if len(got) != consents || pages != (consents+6)/7 {
+			t.Fatalf("listed %d consents in %d pages, want %d in %d", len(got), pages, consents, (consents+6)/7)
+		}
+		for i, r := range got {
+			if r.Kind != "Consent" || i > 0 && !r.Date.After(got[i-1].Date) {
+				t.Fatalf("record %d: %s %s at %v", i, r.Kind, r.ID, r.Date)
+			}
+		}
+		// Several kinds, with date bounds.
+		recs, next, err := rs.ListByClient(ctx, ten, "c-1", kap.ListQuery{Kinds: []string{"Consent", "DosingSession"},
+			From: day0.Add(10 * time.Hour), To: day0.Add(19 * time.Hour)})
+		must(t, err)
+		if len(recs) != 10 || next != "" {
+			t.Fatalf("two kinds within bounds: %d records, next %q; want 10", len(recs), next)
+		}
+		recs, _, err = rs.ListByClient(ctx, ten, "c-1", kap.ListQuery{Kinds: []string{"Intake"}})
+		must(t, err)
+		if len(recs) != 0 {
+			t.Fatalf("%d intakes, want none", len(recs))
+		}
+	})
 	t.Run("ListByClient", func(t *testing.T) {
 		s, _ := open(t, f)
 		rs := s.Records()
