@@ -78,10 +78,11 @@ func TestFHIRKitClient(t *testing.T) {
 			ObservationInteractions   []string
 			ObservationSearchParams   []string
 		}
-		Total int
-		Pages int
-		IDs   []string
-		Read  struct{ ID, VersionID string }
+		Total   int
+		Pages   int
+		IDs     []string
+		Read    struct{ ID, VersionID string }
+		Created struct{ ID, VersionID, ReadBack, Subject string }
 		// Refused is the status and issue code of a search without patient.
 		Refused struct {
 			Status int
@@ -104,6 +105,9 @@ func TestFHIRKitClient(t *testing.T) {
 	}
 	if len(got.IDs) > 0 && (got.Read.ID != got.IDs[0] || got.Read.VersionID != "1") {
 		t.Errorf("read: %+v", got.Read)
+	}
+	if got.Created.ID == "" || got.Created.VersionID != "1" || got.Created.ReadBack != got.Created.ID || got.Created.Subject != "Patient/"+pid {
+		t.Errorf("create through the client: %+v", got.Created)
 	}
 	if got.Refused.Status != 400 || got.Refused.Code != "too-costly" {
 		t.Errorf("refused search: %+v", got.Refused)

@@ -34,6 +34,21 @@ while (bundle) {
 const first = await client.read({ resourceType: 'Observation', id: out.ids[0] });
 out.read = { id: first.id, versionId: first.meta?.versionId };
 
+// A create from the "EHR" side, then a read of what was created.
+const created = await client.create({
+  resourceType: 'Condition',
+  body: {
+    resourceType: 'Condition',
+    identifier: [{ system: 'http://ehr.example.org/fhir/sid/condition', value: 'fhirkit-1' }],
+    clinicalStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-clinical', code: 'active' }] },
+    verificationStatus: { coding: [{ system: 'http://terminology.hl7.org/CodeSystem/condition-ver-status', code: 'confirmed' }] },
+    code: { coding: [{ system: 'http://snomed.info/sct', code: '38341003', display: 'Hypertensive disorder' }] },
+    subject: { reference: `Patient/${patientId}` },
+  },
+});
+const again = await client.read({ resourceType: 'Condition', id: created.id });
+out.created = { id: created.id, versionId: created.meta?.versionId, readBack: again.id, subject: again.subject?.reference };
+
 // A refused search: the client sees the OperationOutcome.
 try {
   await client.search({ resourceType: 'Observation', searchParams: { code: '8867-4' } });
