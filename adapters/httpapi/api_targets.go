@@ -97,7 +97,7 @@ func (s *server) latestConsent(ctx context.Context, tenant string, rec kap.Recor
 		}
 	}
 	incoming, _ := rec.(*kap.Consent)
-	q := kap.ListQuery{Limit: 1000}
+	q := kap.ListQuery{Limit: 1000, Kinds: []string{string(kap.KindConsent)}}
 	for {
 		recs, next, err := s.cfg.Store.Records().ListByClient(ctx, tenant, client, q)
 		if err != nil {

@@ -352,7 +352,7 @@ func TestListPaging(t *testing.T) {
 				}
 			}
 		}
-		walk := func(first string) (ids []string, pages int) {
+		walk := func(first string, limit int) (ids []string, pages int) {
 			next := first
 			for next != "" {
 				r := call(t, "GET", srv.URL+next, nil)
@@ -362,6 +362,9 @@ func TestListPaging(t *testing.T) {
 				var page httpapi.ListPage
 				if err := json.Unmarshal(r.body, &page); err != nil {
 					t.Fatal(err)
+				}
+				if page.Next != "" && len(page.Items) != limit {
+					t.Fatalf("a page with a next link holds %d items, want %d", len(page.Items), limit)
 				}
 				if page.Next != "" && r.header.Get("Link") != "<"+page.Next+`>; rel="next"` {
 					t.Fatalf("Link header %q for next %q", r.header.Get("Link"), page.Next)
@@ -380,7 +383,7 @@ func TestListPaging(t *testing.T) {
 			}
 			return ids, pages
 		}
-		all, pages := walk("/kap/v1/records?client=c001&limit=4")
+		all, pages := walk("/kap/v1/records?client=c001&limit=4", 4)
 		if len(all) != byClient["c001"] || pages < byClient["c001"]/4 {
 			t.Fatalf("all kinds: %d records in %d pages, want %d", len(all), pages, byClient["c001"])
 		}
@@ -391,7 +394,7 @@ func TestListPaging(t *testing.T) {
 			}
 			seen[id] = true
 		}
-		ds, _ := walk("/kap/v1/dosing-sessions?client=c001&limit=2")
+		ds, _ := walk("/kap/v1/dosing-sessions?client=c001&limit=2", 2)
 		if len(ds) != dosingC001 || dosingC001 < 2 {
 			t.Fatalf("dosing sessions: %v, want %d", ds, dosingC001)
 		}
@@ -401,7 +404,7 @@ func TestListPaging(t *testing.T) {
 			}
 		}
 		// Date bounds: only the sessions on that day.
-		if got, _ := walk("/kap/v1/dosing-sessions?client=c001&from=2026-02-23&to=2026-02-23"); len(got) != 1 {
+		if got, _ := walk("/kap/v1/dosing-sessions?client=c001&from=2026-02-23&to=2026-02-23", 100); len(got) != 1 {
 			t.Fatalf("one day: %v", got)
 		}
 		wantOutcome(t, call(t, "GET", srv.URL+"/kap/v1/records", nil), http.StatusUnprocessableEntity, "client")

@@ -414,10 +414,6 @@ type ListPage struct {
 	Next string `json:"next,omitempty"`
 }
 
-// listScans bounds the store pages one list request reads while it skips
-// the records of other kinds.
-const listScans = 20
-
 func badQuery(field, reason string) error {
 	return &kap.Error{Code: kap.EINVALID, Message: "invalid query", Issues: []kap.Issue{{Path: field, Reason: reason}}}
 }
@@ -442,7 +438,7 @@ func parseDate(field, v string, end bool) (time.Time, error) {
 // listRecords is GET /kap/v1/{collection}?client=<id>: the latest versions
 // of a client's records of that collection (or of every kind for
 // /kap/v1/records), by clinical date, a page at a time (limit, cursor,
-// from, to). A page may hold fewer than limit items; follow next.
+// from, to).
 func (s *server) listRecords(c *gin.Context) {
 	coll := c.Param("collection")
 	var kind kap.Kind
@@ -481,31 +477,22 @@ func (s *server) listRecords(c *gin.Context) {
 		return
 	}
 	tenant, ctx := c.GetString(ctxTenant), c.Request.Context()
-	q := kap.ListQuery{From: from, To: to, Cursor: c.Query("cursor")}
-	page := ListPage{Items: []ListItem{}}
-	next := ""
-	for scan := 0; scan < listScans && len(page.Items) < limit; scan++ {
-		q.Limit = limit - len(page.Items)
-		recs, n, err := s.cfg.Store.Records().ListByClient(ctx, tenant, client, q)
-		if err != nil {
-			if kap.ErrorCode(err) == kap.EINVALID {
-				err = badQuery("cursor", "is not a cursor of this list; start again without it")
-			}
-			s.fail(c, err)
-			return
+	q := kap.ListQuery{From: from, To: to, Cursor: c.Query("cursor"), Limit: limit}
+	if kind != "" {
+		q.Kinds = []string{string(kind)}
+	}
+	recs, next, err := s.cfg.Store.Records().ListByClient(ctx, tenant, client, q)
+	if err != nil {
+		if kap.ErrorCode(err) == kap.EINVALID {
+			err = badQuery("cursor", "is not a cursor of this list; start again without it")
 		}
-		for _, sr := range recs {
-			if kind != "" && sr.Kind != string(kind) {
-				continue
-			}
-			page.Items = append(page.Items, ListItem{Kind: sr.Kind, ID: sr.ID, ClientID: sr.ClientID,
-				Version: sr.Version, Date: sr.Date, Record: sr.Record, Links: links(sr.Kind, sr.ID)})
-		}
-		next = n
-		if n == "" {
-			break
-		}
-		q.Cursor = n
+		s.fail(c, err)
+		return
+	}
+	page := ListPage{Items: make([]ListItem, 0, len(recs))}
+	for _, sr := range recs {
+		page.Items = append(page.Items, ListItem{Kind: sr.Kind, ID: sr.ID, ClientID: sr.ClientID,
+			Version: sr.Version, Date: sr.Date, Record: sr.Record, Links: links(sr.Kind, sr.ID)})
 	}
 	if next != "" {
 		v := url.Values{}
