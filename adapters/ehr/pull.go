@@ -36,6 +36,7 @@ import (
 	obspb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/resources/observation_go_proto"
 	ptpb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/resources/patient_go_proto"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/fhir"
@@ -270,6 +271,7 @@ func (p *Puller) Pull(ctx context.Context, client *http.Client, base, patientIde
 		}
 		all = append(all, kept...)
 	}
+	pullContainedMedications(all)
 	meds, incomplete := c.medications(ctx, all)
 	s.Incomplete = append(s.Incomplete, incomplete...)
 	if len(meds) > 0 {
@@ -541,6 +543,42 @@ func (c *pullConn) medications(ctx context.Context, res []proto.Message) ([]prot
 		incomplete = append(incomplete, fmt.Sprintf("Medication reads: %d failed (those medications are named by their reference's display only)", failed))
 	}
 	return out, incomplete
+}
+
+// pullContainedMedications replaces a medicationReference to a contained
+// Medication ("#id") with that Medication's code, so the medication is
+// named and classed like any other (the reverse mapping resolves only
+// references to Medication resources it is given).
+func pullContainedMedications(res []proto.Message) {
+	for _, r := range res {
+		switch x := r.(type) {
+		case *mspb.MedicationStatement:
+			if cc := pullContainedCode(x.GetContained(), x.GetMedication().GetReference()); cc != nil {
+				x.Medication = &mspb.MedicationStatement_MedicationX{Choice: &mspb.MedicationStatement_MedicationX_CodeableConcept{CodeableConcept: cc}}
+			}
+		case *mrpb.MedicationRequest:
+			if cc := pullContainedCode(x.GetContained(), x.GetMedication().GetReference()); cc != nil {
+				x.Medication = &mrpb.MedicationRequest_MedicationX{Choice: &mrpb.MedicationRequest_MedicationX_CodeableConcept{CodeableConcept: cc}}
+			}
+		}
+	}
+}
+
+func pullContainedCode(contained []*anypb.Any, ref *dpb.Reference) *dpb.CodeableConcept {
+	id, ok := strings.CutPrefix(fhir.RefString(ref), "#")
+	if !ok || id == "" {
+		return nil
+	}
+	for _, a := range contained {
+		var cr bcrpb.ContainedResource
+		if a.UnmarshalTo(&cr) != nil {
+			continue
+		}
+		if m := cr.GetMedication(); m != nil && m.GetId().GetValue() == id && m.GetCode() != nil {
+			return m.GetCode()
+		}
+	}
+	return nil
 }
 
 func pullResourceID(r proto.Message) string {

@@ -467,3 +467,23 @@ func BenchmarkPull(b *testing.B) {
 		}
 	}
 }
+
+// A medication named only in a contained Medication (as some EHRs send
+// orders) is named and classed like any other.
+func TestPullContainedMedication(t *testing.T) {
+	base := startEHR(t)
+	s := seeder{t, base}
+	pid := s.patient("MRN-C7")
+	s.create(map[string]any{"resourceType": "MedicationRequest", "status": "active", "intent": "order",
+		"subject":             ref("Patient/" + pid),
+		"contained":           []any{map[string]any{"resourceType": "Medication", "id": "m1", "code": cc(fhir.SystemRxNorm, "197527", "clonazepam 0.5 MG Oral Tablet")}},
+		"medicationReference": ref("#m1")})
+	p := newPuller(t, ehr.PullOptions{})
+	sc, err := p.Pull(context.Background(), http.DefaultClient, base, mrnSystem+"|MRN-C7")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(sc.Flags) != 1 || sc.Flags[0].Item != kap.ClassBenzodiazepine || !strings.Contains(sc.Flags[0].Detail, "clonazepam") {
+		t.Fatalf("flags %+v, want the contained clonazepam flagged", sc.Flags)
+	}
+}
