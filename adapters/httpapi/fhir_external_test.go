@@ -20,6 +20,9 @@ import (
 )
 
 func TestFHIRResponsesThirdPartyValid(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs Node (not under -short)")
+	}
 	v, err := conformance.FindValidators("")
 	if errors.Is(err, conformance.ErrValidatorsNotInstalled) && os.Getenv("CI") != "true" {
 		t.Skip(err)

@@ -51,6 +51,9 @@ func fxNode(t *testing.T) (node, dir string) {
 }
 
 func TestFHIRKitClient(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs Node (not under -short)")
+	}
 	node, dir := fxNode(t)
 	srv := fxServer(t, openBolt(t))
 	bundles := fxLoad(t, srv)
