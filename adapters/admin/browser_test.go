@@ -81,9 +81,9 @@ func browser(t *testing.T, exe string) context.Context {
 	return ctx
 }
 
-// shots saves screenshots: into testdata/screenshots when
-// KAPBRIDGE_UPDATE_SCREENSHOTS=1 (docs/admin.md shows them), else into
-// $KAPBRIDGE_ARTIFACTS or a temporary folder, as test artifacts.
+// shots saves screenshots: into docs/img when KAPBRIDGE_UPDATE_SCREENSHOTS=1
+// (docs/admin.md shows them), else into $KAPBRIDGE_ARTIFACTS/admin or a
+// temporary folder, as test artifacts.
 type shots struct {
 	t   *testing.T
 	dir string
@@ -93,7 +93,7 @@ func newShots(t *testing.T) *shots {
 	dir := os.Getenv("KAPBRIDGE_ARTIFACTS")
 	switch {
 	case os.Getenv("KAPBRIDGE_UPDATE_SCREENSHOTS") == "1":
-		dir = filepath.Join("testdata", "screenshots")
+		dir = filepath.Join("..", "..", "docs", "img")
 	case dir != "":
 		dir = filepath.Join(dir, "admin")
 	default:
@@ -526,8 +526,11 @@ func TestConsoleInBrowser(t *testing.T) {
 	); err != nil {
 		t.Fatal(err)
 	}
-	if s := text(ctx, t, "#test-result-ehr"); !strings.Contains(s, "Connection works") || !strings.Contains(s, "FHIR 4.0") {
+	if s := text(ctx, t, "#test-result-ehr"); !strings.Contains(s, "Connection works") || !strings.Contains(s, "FHIR 4.0") || !strings.Contains(s, "write strategy") {
 		t.Fatalf("connection test: %q", s)
+	}
+	if s := text(ctx, t, "main"); strings.Contains(s, "internal error") || !strings.Contains(s, "Preflight of a sample dosing session") {
+		t.Fatalf("targets page: %.600q", s)
 	}
 
 	// Mapping preview of a record with an error: the field is named.

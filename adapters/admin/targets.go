@@ -200,7 +200,7 @@ func (c *Console) targetViews(s *session) []targetView {
 // sampleBundle maps a synthetic dosing session (no real patient) for the
 // preflight.
 func (c *Console) sampleBundle(tenant string) ([]byte, error) {
-	recs, err := synth.Generate(synth.Options{Clients: 1, Seed: 7})
+	recs, err := synth.Generate(synth.Options{Clients: 4, Seed: 7})
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +209,7 @@ func (c *Console) sampleBundle(tenant string) ([]byte, error) {
 			return c.mapper(tenant).MapJSON(r, mapping.MapInput{Version: 1, Recorded: c.cfg.Now()})
 		}
 	}
-	return nil, errors.New("no sample dosing session")
+	return nil, kap.Errorf(kap.EINTERNAL, "no sample dosing session")
 }
 
 func (c *Console) targets(w http.ResponseWriter, r *http.Request, s *session) {
@@ -218,10 +218,12 @@ func (c *Console) targets(w http.ResponseWriter, r *http.Request, s *session) {
 
 // testResult is the outcome of a connection test.
 type testResult struct {
-	Target string
-	OK     bool
-	Steps  []kv
-	Took   string
+	Target    string
+	OK        bool
+	Steps     []kv
+	Took      string
+	Preflight []ehr.Finding
+	tenant    string
 }
 
 func (c *Console) testTarget(w http.ResponseWriter, r *http.Request, s *session) {
@@ -232,7 +234,7 @@ func (c *Console) testTarget(w http.ResponseWriter, r *http.Request, s *session)
 	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
 	defer cancel()
 	start := time.Now()
-	res := &testResult{Target: t.Name}
+	res := &testResult{Target: t.Name, tenant: s.Tenant}
 	switch t.Type {
 	case "ndjson":
 		res.OK = c.testDir(t, res)
@@ -334,7 +336,43 @@ func (c *Console) testFHIR(ctx context.Context, t config.Target, res *testResult
 		res.Steps = append(res.Steps, kv{"version", "the gateway sends FHIR R4 (4.0.1)"})
 		return false
 	}
+	c.livePreflight(ctx, t, tr, res)
 	return true
+}
+
+// livePreflight checks the sample Bundle against the profile and the
+// capabilities the target just published, and names the write strategy a
+// delivery would use (ehr.Sender.Preflight; nothing is written).
+func (c *Console) livePreflight(ctx context.Context, t config.Target, tr http.RoundTripper, res *testResult) {
+	p, err := loadProfile(t)
+	if err != nil {
+		res.Steps = append(res.Steps, kv{"preflight", kap.ErrorMessage(err)})
+		return
+	}
+	bundle, err := c.sampleBundle(res.tenant)
+	if err != nil {
+		res.Steps = append(res.Steps, kv{"preflight", kap.ErrorMessage(err)})
+		return
+	}
+	s, err := ehr.New(ehr.Options{Name: t.Name, BaseURL: t.BaseURL, Profile: p, Transport: tr, Codec: c.cfg.Codec,
+		Logger: c.log, Now: c.cfg.Now})
+	if err != nil {
+		res.Steps = append(res.Steps, kv{"preflight", kap.ErrorMessage(err)})
+		return
+	}
+	fs, err := s.Preflight(ctx, bundle)
+	if err != nil {
+		res.Steps = append(res.Steps, kv{"preflight", plainReason(safeErr(err))})
+		return
+	}
+	for _, f := range fs {
+		if f.Severity == "info" && strings.HasPrefix(f.Reason, "strategy: ") {
+			res.Steps = append(res.Steps, kv{"write strategy", strings.TrimPrefix(f.Reason, "strategy: ")})
+			continue
+		}
+		res.Preflight = append(res.Preflight, f)
+	}
+	res.Steps = append(res.Steps, kv{"preflight", fmt.Sprintf("%d finding(s) for a sample dosing session against the live capabilities", len(res.Preflight))})
 }
 
 // --- mapping preview ------------------------------------------------------------
