@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kapbridge/kap/adapters/ehr/ehrtest"
 	"github.com/kapbridge/kap/internal/config"
 )
 
@@ -183,4 +184,55 @@ func TestBuildSenderRefusesBadTargets(t *testing.T) {
 		t.Fatalf("fhir target: %v", err)
 	}
 	closeFn()
+}
+
+// kapbridge serve with a fhir target delivers a submitted client to a real
+// FHIR server (ehrtest: Medplum's fhir-router), through targetauth and
+// adapters/ehr, and resubmitting a new version updates the same Patient.
+func TestServeDeliversToAFHIRTarget(t *testing.T) {
+	srv := ehrtest.Start(t, ehrtest.Options{Mode: ehrtest.ModeTransaction})
+	no := false
+	conf := config.Config{Targets: []config.Target{{Name: "ehr", Type: "fhir", BaseURL: srv.URL, RequireConsent: &no}}}
+	dir := t.TempDir()
+	m := &serveMain{cfg: serveConfig{Config: conf, Addr: "127.0.0.1:0", DataDir: dir, Logger: slog.New(slog.DiscardHandler)}}
+	if err := m.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	key, err := os.ReadFile(filepath.Join(dir, bootstrapKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &httpClient{t: t, base: "http://" + m.Addr(), key: strings.TrimSpace(string(key))}
+	data, err := os.ReadFile("../../testdata/kap/10-client-c001.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.post("/kap/v1/clients", data); r.status != 201 {
+		t.Fatalf("POST: %d %s", r.status, r.body)
+	}
+	waitFor(t, "the Patient at the FHIR server", func() bool { return srv.Stats().Resources["Patient"] == 1 })
+	waitFor(t, "the delivery to be acknowledged", func() bool {
+		st, err := m.store.Outbox().Stats(context.Background(), "ehr")
+		return err == nil && st.Depth == 0
+	})
+	// A second version (a new phone number) updates the same Patient.
+	var rec map[string]any
+	json.Unmarshal(data, &rec)
+	rec["phone"] = "602-555-0199"
+	edited, _ := json.Marshal(rec)
+	if r := c.do("PUT", "/kap/v1/clients/"+rec["id"].(string), c.key, edited); r.status != 200 && r.status != 201 {
+		t.Fatalf("PUT: %d %s", r.status, r.body)
+	}
+	waitFor(t, "the second version to be acknowledged", func() bool {
+		st, err := m.store.Outbox().Stats(context.Background(), "ehr")
+		return err == nil && st.Depth == 0 && srv.Stats().Interactions["transaction"] >= 2
+	})
+	st := srv.Stats()
+	if st.Resources["Patient"] != 1 || len(st.Duplicates) != 0 {
+		t.Fatalf("resources %v, duplicates %v", st.Resources, st.Duplicates)
+	}
+	if h := m.deliveryWorker().Health(); h.Targets[0].Name != "ehr" || h.Targets[0].Delivered != 2 || h.Targets[0].Circuit != "closed" {
+		t.Fatalf("health %+v", h)
+	}
 }
