@@ -181,7 +181,7 @@ func (s *server) deliveries(c *gin.Context) {
 				}
 			}
 		}
-		seen := false // a ledger entry exists for some resource
+		seen := false // this version's write is in the ledger for some resource
 		for _, ref := range sr.Resources {
 			rd := ResourceDelivery{ResourceType: ref.Type, Identifier: ref.System + "|" + ref.Value}
 			e, err := s.cfg.Store.Ledger().Get(ctx, kap.LedgerKey{Tenant: tenant, Target: p.Name,
@@ -191,16 +191,20 @@ func (s *server) deliveries(c *gin.Context) {
 				s.fail(c, err)
 				return
 			}
+			// A ledger entry written before this version was stored is an
+			// earlier version's write: it shows where the resource is,
+			// not that this version got there.
+			fresh := inLedger && !e.UpdatedAt.Before(sr.StoredAt)
 			if inLedger {
-				seen = true
 				rd.TargetID, rd.VersionID, rd.UpdatedAt, rd.Error = e.TargetID, e.VersionID, timePtr(e.UpdatedAt), e.LastError
 			}
+			seen = seen || fresh
 			switch {
 			case inLedger && e.State == kap.LedgerUnknown:
 				rd.State = DeliveryUnknown
 			case inOutbox:
 				rd.State = td.State
-			case inLedger && (e.State == kap.LedgerConfirmed || e.State == kap.LedgerSent):
+			case fresh && (e.State == kap.LedgerConfirmed || e.State == kap.LedgerSent):
 				rd.State = DeliveryDelivered
 			default:
 				rd.State = DeliveryNotSent

@@ -603,6 +603,30 @@ func TestDeliveries(t *testing.T) {
 				t.Fatalf("resource %d: %+v, want %s", i, rd, want)
 			}
 		}
+		// Version 2 is queued and acknowledged without any write reaching
+		// the ledger (the target's profile took nothing): the ledger's
+		// entries are version 1's, so version 2 is not-sent, and version
+		// 1 stays delivered.
+		if r := call(t, "PUT", base+"dosing-sessions/ds-d1", dosing(t, "ds-d1", "second")); r.status != http.StatusCreated {
+			t.Fatalf("version 2: %v", r)
+		}
+		if td := targetOf(t, deliveryReport(t, url), "ndjson"); td.State != httpapi.DeliveryQueued || td.Resources[1].TargetID != "t1" {
+			t.Fatalf("version 2 queued: %+v", td)
+		}
+		l = leaseOne(t, ob, "ndjson")
+		if l.Message.Version != 2 {
+			t.Fatalf("leased %s, want version 2", l.Message.ID)
+		}
+		if err := ob.Ack(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		td = targetOf(t, deliveryReport(t, url), "ndjson")
+		if td.State != httpapi.DeliveryNotSent || td.Resources[1].State != httpapi.DeliveryNotSent || td.Resources[1].TargetID != "t1" {
+			t.Fatalf("version 2 with only version 1 in the ledger: %+v", td)
+		}
+		if td := targetOf(t, deliveryReport(t, url+"?version=1"), "ndjson"); td.State != httpapi.DeliveryDelivered || td.Resources[1].State != httpapi.DeliveryDelivered {
+			t.Fatalf("version 1: %+v", td)
+		}
 		// Unknown ids, other tenants, ambiguous ids.
 		wantOutcome(t, call(t, "GET", base+"records/nope/deliveries", nil), http.StatusNotFound)
 		wantOutcome(t, call(t, "GET", base+"dosing-sessions/ds-d1/deliveries?version=9", nil), http.StatusNotFound)
