@@ -12,7 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/adapters/ehr/ehrtest"
+	"github.com/kapbridge/kap/adapters/httpapi"
 	"github.com/kapbridge/kap/internal/config"
 )
 
@@ -235,4 +237,73 @@ func TestServeDeliversToAFHIRTarget(t *testing.T) {
 	if h := m.deliveryWorker().Health(); h.Targets[0].Name != "ehr" || h.Targets[0].Delivered != 2 || h.Targets[0].Circuit != "closed" {
 		t.Fatalf("health %+v", h)
 	}
+}
+
+// Every testdata record delivered through faults (15% 503, 5% of answers
+// lost after the write, a 429 burst): afterwards every resource is at the
+// FHIR server once, nothing is dead-lettered, and the ledger holds the
+// server's id of every resource as confirmed.
+func TestServeDeliversThroughFaults(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a FHIR server and waits for retries")
+	}
+	srv := ehrtest.Start(t, ehrtest.Options{Mode: ehrtest.ModeTransaction})
+	no := false
+	conf := config.Config{Targets: []config.Target{{Name: "ehr", Type: "fhir", BaseURL: srv.URL, RequireConsent: &no}}}
+	dir := t.TempDir()
+	m := &serveMain{cfg: serveConfig{Config: conf, Addr: "127.0.0.1:0", DataDir: dir, Logger: slog.New(slog.DiscardHandler)}}
+	if err := m.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	key, err := os.ReadFile(filepath.Join(dir, bootstrapKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &httpClient{t: t, base: "http://" + m.Addr(), key: strings.TrimSpace(string(key))}
+	srv.Fail429(2, time.Second)
+	srv.Fail503(0, 15, 0)
+	srv.Drop(0, 5)
+	recs := loadRecords(t)
+	for _, r := range recs {
+		if resp := c.post("/kap/v1/"+httpapi.CollectionOf(r.kind), r.data); resp.status != 201 {
+			t.Fatalf("%s: %d %s", r.file, resp.status, resp.body)
+		}
+	}
+	ctx := context.Background()
+	waitFor(t, "the outbox to drain", func() bool {
+		st, err := m.store.Outbox().Stats(ctx, "ehr")
+		return err == nil && st.Depth == 0
+	})
+	srv.ClearFaults()
+	st := srv.Stats()
+	if len(st.Duplicates) != 0 {
+		t.Fatalf("duplicates at the server: %v", st.Duplicates)
+	}
+	if st.Faults["503"] == 0 || st.Faults["drop"] == 0 {
+		t.Fatalf("the faults did not happen: %v", st.Faults)
+	}
+	dls, err := m.store.Outbox().DeadLetters(ctx, "default", "ehr", 100)
+	if err != nil || len(dls) != 0 {
+		t.Fatalf("dead letters: %d %v", len(dls), err)
+	}
+	var checked int
+	for _, r := range recs {
+		sr, err := m.store.Records().Get(ctx, "default", string(r.kind), r.id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ref := range sr.Resources {
+			e, err := m.store.Ledger().Get(ctx, kap.LedgerKey{Tenant: "default", Target: "ehr", ResourceType: ref.Type, Identifier: ref.System + "|" + ref.Value})
+			if err != nil || e.State != kap.LedgerConfirmed || e.TargetID == "" {
+				t.Fatalf("%s %s: ledger %+v %v", r.file, ref.Type, e, err)
+			}
+			if n := srv.Count(ref.Type, ref.System, ref.Value); n != 1 {
+				t.Fatalf("%s %s: %d at the server, want 1", r.file, ref.Type, n)
+			}
+			checked++
+		}
+	}
+	h := m.deliveryWorker().Health().Targets[0]
+	t.Logf("%d records, %d resources checked; faults %v; worker: %d delivered, %d failed attempts", len(recs), checked, st.Faults, h.Delivered, h.Failed)
 }
