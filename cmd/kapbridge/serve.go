@@ -147,6 +147,7 @@ func (m *serveMain) Open() error {
 		Metrics:        m.met,
 		TenantTargets:  httpapi.TargetPolicies(cfg.Config),
 		TracerProvider: tracerOf(m.tracer),
+		MetricsToken:   os.Getenv("KAPBRIDGE_METRICS_TOKEN"),
 		Ready:          m.ready,
 		Admin:          console,
 		Logger:         cfg.Logger,
