@@ -561,9 +561,43 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("bundle: %.200q", s)
 	}
 
-	// Unknown outcomes and keys pages render.
+	// Unknown outcomes. Fault injection: the answer to the write of one
+	// delivered resource was lost, so the ledger holds it as unknown (what
+	// the worker records when a write gets no answer). Resolving it from
+	// the page reads the EHR, which has it: the ledger is confirmed with
+	// the EHR's id again.
+	lost := kap.LedgerKey{Tenant: tenant, Target: "ehr", ResourceType: own.Type, Identifier: own.System + "|" + own.Value}
+	before, err := g.Store.Ledger().Get(bg, lost)
+	if err != nil || before.State != kap.LedgerConfirmed || before.TargetID == "" {
+		t.Fatalf("ledger of a delivered resource: %+v %v", before, err)
+	}
+	if err := g.Store.Ledger().Put(bg, kap.LedgerEntry{LedgerKey: lost, State: kap.LedgerUnknown, LastError: "no answer to the write"}); err != nil {
+		t.Fatal(err)
+	}
+	row = `#unknown-ehr tr.unk[data-identifier="` + lost.Identifier + `"]`
 	if err := chromedp.Run(ctx,
-		chromedp.Navigate(g.URL+"/admin/unknown"), chromedp.WaitVisible("main h1", chromedp.ByQuery), shot.take("unknown"),
+		chromedp.Navigate(g.URL+"/admin/unknown"), chromedp.WaitVisible(row, chromedp.ByQuery), shot.take("unknown"),
+		chromedp.Click(row+" button.resolve", chromedp.ByQuery),
+		chromedp.WaitVisible(".flash", chromedp.ByQuery),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if s := text(ctx, t, ".flash"); !strings.Contains(s, "resolved by reading the target") {
+		t.Fatalf("resolve: %q", s)
+	}
+	if e, err := g.Store.Ledger().Get(bg, lost); err != nil || e.State != kap.LedgerConfirmed || e.TargetID != before.TargetID {
+		t.Fatalf("ledger after resolve: %+v %v (before %+v)", e, err, before)
+	}
+	var left int
+	if err := chromedp.Run(ctx, chromedp.Evaluate(`document.querySelectorAll('#unknown-ehr tr.unk[data-identifier="`+lost.Identifier+`"]').length`, &left)); err != nil {
+		t.Fatal(err)
+	}
+	if left != 0 {
+		t.Fatal("the resolved outcome is still listed")
+	}
+
+	// Keys: the gateway's JWKS with the key in use.
+	if err := chromedp.Run(ctx,
 		chromedp.Navigate(g.URL+"/admin/keys"), chromedp.WaitVisible("#keys", chromedp.ByID), shot.take("keys"),
 	); err != nil {
 		t.Fatal(err)
