@@ -182,8 +182,8 @@ func New(cfg Config) (*Worker, error) {
 	return w, nil
 }
 
-// errStopped marks a send cut short by Stop; it does not count against the
-// target's circuit.
+// errStopped marks a send cut short by Stop (or never begun); it does not
+// count against the target's circuit.
 var errStopped = errors.New("delivery stopped")
 
 func (w *Worker) setCircuitMetric(name string, s gobreaker.State) {
@@ -457,6 +457,13 @@ func (w *Worker) deliver(ctx context.Context, t *target, l kap.Lease) error {
 		// before it expires. (The lease deadline is on the store's clock.)
 		left := l.Deadline.Sub(w.cfg.Now())
 		timeout = min(timeout, left-min(time.Second, left/10))
+	}
+	if timeout <= 0 {
+		// The lease ran out before the send began (a stalled process):
+		// another worker may hold the message already.
+		w.log.Warn("delivery lease expired before the send", "target", t.name)
+		w.release(t, l)
+		return errStopped
 	}
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	res, err := w.send(sctx, t, msg)
