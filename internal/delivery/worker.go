@@ -405,6 +405,14 @@ func (w *Worker) loop(ctx context.Context, t *target) {
 			continue
 		}
 		idle = w.cfg.PollMin
+		select {
+		case <-w.stop: // Stop came during the lease: give them back
+			for _, l := range leases {
+				w.release(t, l)
+			}
+			return
+		default:
+		}
 		for _, l := range leases {
 			done, err := t.breaker.Allow()
 			if err != nil {
