@@ -723,3 +723,54 @@ func TestNotSentResourcesAreInTheLedger(t *testing.T) {
 		t.Fatalf("ledger %+v %v", e, err)
 	}
 }
+
+// Two workers (two gateway replicas) on one store share the queue: every
+// message is delivered once, and each client's versions are sent in order
+// although consecutive ones go through different workers.
+func TestTwoWorkersShareTheQueueInClientOrder(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		s := b.open(t, time.Minute)
+		var msgs []kap.OutboxMessage
+		const clients, versions = 10, 8
+		for v := 1; v <= versions; v++ {
+			for c := range clients {
+				msgs = append(msgs, message("clinic", fmt.Sprintf("c%d", c), fmt.Sprintf("s%d", c), v))
+			}
+		}
+		enqueue(t, s, msgs...)
+		var mu sync.Mutex
+		sent := map[string][]int{} // client -> versions in send order
+		by := map[string]int{}     // worker -> sends
+		record := func(worker string) func(m kap.OutboxMessage, n int) {
+			return func(m kap.OutboxMessage, n int) {
+				mu.Lock()
+				defer mu.Unlock()
+				sent[m.ClientID] = append(sent[m.ClientID], m.Version)
+				by[worker]++
+			}
+		}
+		dirA, dirB := t.TempDir(), t.TempDir()
+		for _, w := range []struct{ name, dir string }{{"a", dirA}, {"b", dirB}} {
+			f := &faulty{Sender: newFiles(t, w.dir), onSend: record(w.name)}
+			start(t, delivery.Config{Store: s, PollMax: 5 * time.Millisecond, Targets: []delivery.Target{{Sender: f, Concurrency: 4}}})
+		}
+		eventually(t, "the queue to drain", func() bool { return depth(t, s) == 0 })
+		mu.Lock()
+		defer mu.Unlock()
+		for c := range clients {
+			got := sent[fmt.Sprintf("c%d", c)]
+			if len(got) != versions {
+				t.Fatalf("client c%d: sends %v, want each of %d versions once", c, got, versions)
+			}
+			for i, v := range got {
+				if v != i+1 {
+					t.Fatalf("client c%d: versions sent in order %v", c, got)
+				}
+			}
+		}
+		if n := len(delivered(t, dirA)) + len(delivered(t, dirB)); n != clients*versions {
+			t.Fatalf("%d lines in the two folders, want %d", n, clients*versions)
+		}
+		t.Logf("worker a sent %d, worker b %d", by["a"], by["b"])
+	})
+}
