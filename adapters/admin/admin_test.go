@@ -33,7 +33,7 @@ type env struct {
 	audit *syncBuffer
 }
 
-func newEnv(t *testing.T, tlsServer bool) *env {
+func newEnv(t testing.TB, tlsServer bool) *env {
 	t.Helper()
 	store, err := bolt.Open(filepath.Join(t.TempDir(), "kap.db"), bolt.Options{})
 	if err != nil {
@@ -68,7 +68,7 @@ func newEnv(t *testing.T, tlsServer bool) *env {
 	return &env{srv: srv, store: store, audit: audit}
 }
 
-func (e *env) client(t *testing.T) *http.Client {
+func (e *env) client(t testing.TB) *http.Client {
 	jar, _ := cookiejar.New(nil)
 	return &http.Client{Jar: jar, Timeout: 30 * time.Second,
 		Transport:     &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
