@@ -44,6 +44,12 @@ func (o *outbox) Enqueue(ctx context.Context, msgs ...kap.OutboxMessage) error {
 		if err := kap.ValidateMessage(msgs[i]); err != nil {
 			return err
 		}
+		if err := checkRaw("record", msgs[i].Record); err != nil {
+			return err
+		}
+		if err := checkRaw("bundle", msgs[i].Bundle); err != nil {
+			return err
+		}
 	}
 	s := (*Store)(o)
 	now := s.opt.Now()
@@ -71,7 +77,7 @@ func (o *outbox) Enqueue(ctx context.Context, msgs ...kap.OutboxMessage) error {
 				m.EnqueuedAt = now
 			}
 			m.Attempts = nil // attempts are kept in their own list
-			data, err := json.Marshal(m)
+			data, err := encodeMessage(m)
 			if err != nil {
 				return wrap(err)
 			}

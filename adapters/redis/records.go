@@ -69,6 +69,12 @@ func (r *records) Put(ctx context.Context, rec kap.StoredRecord, opt kap.PutOpti
 			return kap.StoredRecord{}, false, err
 		}
 	}
+	if err := checkRaw("record", rec.Record); err != nil {
+		return kap.StoredRecord{}, false, err
+	}
+	if err := checkRaw("bundle", rec.Bundle); err != nil {
+		return kap.StoredRecord{}, false, err
+	}
 	s := (*Store)(r)
 	k := r.recKey(rec.Tenant, rec.Kind, rec.ID)
 	// Register the tenant with the targets first: harmless if the write
@@ -101,7 +107,7 @@ func (r *records) Put(ctx context.Context, rec kap.StoredRecord, opt kap.PutOpti
 		}
 		nr.Version = base + 1
 		nr.StoredAt = now
-		data, err := json.Marshal(nr)
+		data, err := encodeRecord(nr)
 		if err != nil {
 			return kap.StoredRecord{}, false, wrap(err)
 		}
@@ -128,7 +134,7 @@ func (r *records) Put(ctx context.Context, rec kap.StoredRecord, opt kap.PutOpti
 		args = append(args, len(opt.Targets))
 		for _, t := range opt.Targets {
 			m := kap.MessageFor(nr, t, now)
-			mj, err := json.Marshal(m)
+			mj, err := encodeMessage(m)
 			if err != nil {
 				return kap.StoredRecord{}, false, wrap(err)
 			}
