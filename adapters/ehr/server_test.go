@@ -1,100 +1,38 @@
 package ehr_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"testing"
 	"time"
+
+	"github.com/kapbridge/kap/adapters/ehr/ehrtest"
 )
 
-// fhirServer is the real FHIR R4 test server (Medplum fhir-router, the
-// ehrtest server script) started for a test on a loopback port.
+// fhirServer is the real FHIR R4 test server (adapters/ehr/ehrtest: Medplum
+// fhir-router, started for a test on a loopback port), with the helpers
+// these tests use.
 type fhirServer struct {
 	Base    string // FHIR base URL
 	control string // control base URL
+	srv     *ehrtest.Server
 }
 
-// startFHIR starts the server script of adapters/ehr/ehrtest with Node, or
-// skips the test when Node or the script's packages are not installed
-// (scripts/test-deps.sh installs them).
 func startFHIR(t *testing.T, mode string) *fhirServer { return startFHIRB(t, mode) }
 
+// startFHIRB starts the server (ehrtest skips the test when Node or its
+// packages are not installed; scripts/test-deps.sh installs them).
 func startFHIRB(t testing.TB, mode string) *fhirServer {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("-short: no FHIR server")
 	}
-	dir, _ := filepath.Abs(filepath.Join("ehrtest", "server"))
-	script := filepath.Join(dir, "server.mjs")
-	node := filepath.Join(dir, "node_modules", ".bin", "node")
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@medplum", "fhir-router")); err != nil {
-		t.Skipf("the ehrtest server's packages are not installed (%v); run scripts/test-deps.sh", err)
-	}
-	if _, err := os.Stat(node); err != nil {
-		if node, err = exec.LookPath("node"); err != nil {
-			t.Skip("no node")
-		}
-	}
-	cmd := exec.Command(node, script, "--mode", mode)
-	cmd.Dir = dir
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		stdin.Close()
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-	})
-	lines := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(stdout)
-		if sc.Scan() {
-			lines <- sc.Text()
-		}
-		close(lines)
-		io.Copy(io.Discard, stdout)
-	}()
-	var hello struct {
-		Port, ControlPort int
-		Base              string
-	}
-	select {
-	case l, ok := <-lines:
-		if !ok || json.Unmarshal([]byte(l), &hello) != nil || hello.Port == 0 {
-			t.Fatalf("FHIR server did not start: %q\n%s", l, stderr.String())
-		}
-	case <-time.After(90 * time.Second):
-		t.Fatalf("FHIR server did not start in 90s\n%s", stderr.String())
-	}
-	return &fhirServer{
-		Base:    "http://127.0.0.1:" + strconv.Itoa(hello.Port) + hello.Base,
-		control: "http://127.0.0.1:" + strconv.Itoa(hello.ControlPort),
-	}
+	srv := ehrtest.Start(t, ehrtest.Options{Mode: ehrtest.Mode(mode), StartTimeout: 90 * time.Second})
+	return &fhirServer{Base: srv.URL, control: srv.ControlURL, srv: srv}
 }
 
 // Control posts a control document (mode switch, faults, reset).
