@@ -228,14 +228,17 @@ type Control struct {
 	Reject        *RejectRule   `json:"reject,omitempty"`
 	Outage        *OutageRule   `json:"outage,omitempty"`
 	FaultMetadata *bool         `json:"faultMetadata,omitempty"`
+	// Validate false skips validateResource on writes (load runs).
+	Validate *bool `json:"validate,omitempty"`
 }
 
 // FaultControl: the next Count requests, then Percent % of the rest.
-// RetryAfter is in seconds (429 and 503 only).
+// RetryAfter is in seconds, rounded (429 and 503 only; 0 sends no
+// Retry-After header).
 type FaultControl struct {
 	Count      int     `json:"count"`
 	Percent    float64 `json:"percent"`
-	RetryAfter float64 `json:"retryAfter,omitempty"`
+	RetryAfter float64 `json:"retryAfter"`
 }
 
 // RejectRule refuses writes carrying an identifier whose value starts with
@@ -268,14 +271,15 @@ func (s *Server) Control(c Control) {
 // SetMode switches the write profile and /metadata.
 func (s *Server) SetMode(m Mode) { s.t.Helper(); s.Control(Control{Mode: m}) }
 
-// Fail429 answers the next n FHIR requests with 429 and Retry-After.
+// Fail429 answers the next n FHIR requests with 429 and Retry-After
+// (whole seconds; 0 sends none).
 func (s *Server) Fail429(n int, retryAfter time.Duration) {
 	s.t.Helper()
 	s.Control(Control{Fail429: &FaultControl{Count: n, RetryAfter: retryAfter.Seconds()}})
 }
 
 // Fail503 answers the next n FHIR requests, then percent % of them, with
-// 503 and Retry-After.
+// 503 and Retry-After (whole seconds; 0 sends none).
 func (s *Server) Fail503(n int, percent float64, retryAfter time.Duration) {
 	s.t.Helper()
 	s.Control(Control{Fail503: &FaultControl{Count: n, Percent: percent, RetryAfter: retryAfter.Seconds()}})
@@ -301,6 +305,9 @@ func (s *Server) Outage(d time.Duration) {
 	s.t.Helper()
 	s.Control(Control{Outage: &OutageRule{MS: d.Milliseconds()}})
 }
+
+// SetValidate turns validation on write on or off (default on).
+func (s *Server) SetValidate(on bool) { s.t.Helper(); s.Control(Control{Validate: &on}) }
 
 // ClearFaults removes every fault.
 func (s *Server) ClearFaults() { s.t.Helper(); s.Control(Control{ClearFaults: true}) }
