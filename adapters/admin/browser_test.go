@@ -471,8 +471,9 @@ func TestConsoleInBrowser(t *testing.T) {
 	if rows != 1 {
 		t.Fatalf("dead letters listed after retry and discard: %d, want 1", rows)
 	}
-	if a := g.Audit.String(); !strings.Contains(a, `"action":"discard"`) || !strings.Contains(a, "duplicate") || !strings.Contains(a, `"key":"it-admin"`) {
-		t.Fatalf("the discard is not audited: %s", a)
+	if ev := findAudit(t, g.Audit.String(), "discard"); ev == nil || !strings.Contains(ev.Details["reason"], "duplicate") ||
+		ev.Who != "key:it-admin" || ev.Details["message"] != idIS {
+		t.Fatalf("the discard is not audited: %s", g.Audit.String())
 	}
 	if st, err := g.Store.Outbox().Status(bg, tenant, "ehr", idIS); err != nil || st.State != kap.MessageDead {
 		t.Fatalf("the discarded message: %+v %v", st, err)

@@ -8,8 +8,11 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -156,7 +159,7 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	key := strings.TrimSpace(r.PostFormValue("key"))
 	tenant, name, found := c.findAdminKey(key)
 	if key == "" || !found {
-		c.audit(r, nil, "login-refused", map[string]any{"ip": ip})
+		c.audit(r, nil, "login-refused", nil)
 		c.log.Warn("admin sign-in refused", "ip", ip)
 		c.render(w, r, http.StatusUnauthorized, "login", nil, map[string]any{"Error": "This key is not an admin key of any tenant."})
 		return
@@ -191,24 +194,64 @@ func clientIP(r *http.Request) string {
 	return host
 }
 
-// audit writes one JSON line to Config.Audit: who (tenant, key name), what,
-// when, and the action's details. It is the only place a discard reason
-// goes.
+// auditAction is how each console action is written: its AuditEvent.action
+// (C R U D E) and whether it discloses PHI.
+var auditActions = map[string]string{
+	"login": "E", "login-refused": "E", "logout": "E", "test-target": "E",
+	"view-record": "R", "search-deliveries": "R",
+	"replay": "U", "replay-all": "U", "discard": "U", "resolve": "U",
+}
+
+// audit writes one FHIR AuditEvent line (the shape of the API's audit
+// trail, adapters/httpapi) to Config.Audit: who (tenant, key name, IP),
+// what, when, and the action's details as entity.detail. It is the only
+// place a discard reason goes.
 func (c *Console) audit(r *http.Request, s *session, action string, details map[string]any) {
 	if c.cfg.Audit == nil {
 		return
 	}
-	ev := map[string]any{"time": c.cfg.Now().UTC().Format(time.RFC3339Nano), "source": "admin", "action": action}
-	if s != nil {
-		ev["tenant"], ev["key"] = s.Tenant, s.KeyName
+	type coding struct {
+		System  string `json:"system,omitempty"`
+		Code    string `json:"code"`
+		Display string `json:"display,omitempty"`
 	}
-	for k, v := range details {
-		ev[k] = v
+	type detail struct {
+		Type        string `json:"type"`
+		ValueString string `json:"valueString"`
+	}
+	outcome := "0"
+	if action == "login-refused" {
+		outcome = "4"
+	}
+	who := map[string]any{"display": "unauthenticated"}
+	site := ""
+	if s != nil {
+		who = map[string]any{"identifier": map[string]string{"system": "urn:kapbridge:credential", "value": "key:" + s.KeyName}}
+		site = s.Tenant
+	}
+	var ds []detail
+	for _, k := range slices.Sorted(maps.Keys(details)) {
+		ds = append(ds, detail{Type: k, ValueString: fmt.Sprint(details[k])})
+	}
+	ev := map[string]any{
+		"resourceType": "AuditEvent",
+		"type":         coding{System: "http://dicom.nema.org/resources/ontology/DCM", Code: "110100", Display: "Application Activity"},
+		"subtype":      []coding{{System: "urn:kapbridge:admin-action", Code: action}},
+		"action":       auditActions[action],
+		"recorded":     c.cfg.Now().UTC().Format(time.RFC3339Nano),
+		"outcome":      outcome,
+		"agent": []map[string]any{{"who": who, "requestor": true,
+			"network": map[string]string{"address": clientIP(r), "type": "2"}}},
+		"source": map[string]any{"site": site, "observer": map[string]string{"display": "kapbridge admin console"},
+			"type": []coding{{System: "http://terminology.hl7.org/CodeSystem/security-source-type", Code: "4", Display: "Application Server"}}},
+	}
+	if len(ds) > 0 {
+		ev["entity"] = []map[string]any{{"detail": ds}}
 	}
 	b, _ := json.Marshal(ev)
 	c.auditMu.Lock()
 	defer c.auditMu.Unlock()
 	if _, err := c.cfg.Audit.Write(append(b, '\n')); err != nil {
-		c.log.Error("admin audit write failed", "err", err)
+		c.log.Error("admin audit write failed", "error_type", fmt.Sprintf("%T", err))
 	}
 }
