@@ -47,7 +47,11 @@ func (s *Store) enqueueTx(tx *bbolt.Tx, m kap.OutboxMessage, now time.Time) erro
 		return err
 	}
 	k := key(str(m.Tenant), str(m.Target), str(m.ClientID), u64(seq))
-	if err := putJSON(ob, k, m); err != nil {
+	data, err := encodeMessage(m)
+	if err != nil {
+		return err
+	}
+	if err := ob.Put(k, data); err != nil {
 		return err
 	}
 	if err := ids.Put(idk, k); err != nil {
@@ -71,6 +75,12 @@ func (s *Store) enqueueTx(tx *bbolt.Tx, m kap.OutboxMessage, now time.Time) erro
 func (o *outbox) Enqueue(ctx context.Context, msgs ...kap.OutboxMessage) error {
 	for i := range msgs {
 		if err := kap.ValidateMessage(msgs[i]); err != nil {
+			return err
+		}
+		if err := checkRaw("record", msgs[i].Record); err != nil {
+			return err
+		}
+		if err := checkRaw("bundle", msgs[i].Bundle); err != nil {
 			return err
 		}
 	}
@@ -283,7 +293,11 @@ func (o *outbox) Retry(ctx context.Context, l kap.Lease, at time.Time, a kap.Att
 			return err
 		}
 		stored.Attempts = append(stored.Attempts, a)
-		if err := putJSON(ob, hk, stored); err != nil {
+		data, err := encodeMessage(stored)
+		if err != nil {
+			return err
+		}
+		if err := ob.Put(hk, data); err != nil {
 			return err
 		}
 		m := l.Message

@@ -35,6 +35,12 @@ func (r *records) Put(ctx context.Context, rec kap.StoredRecord, opt kap.PutOpti
 			return kap.StoredRecord{}, false, err
 		}
 	}
+	if err := checkRaw("record", rec.Record); err != nil {
+		return kap.StoredRecord{}, false, err
+	}
+	if err := checkRaw("bundle", rec.Bundle); err != nil {
+		return kap.StoredRecord{}, false, err
+	}
 	s := (*Store)(r)
 	var out kap.StoredRecord
 	var created bool
@@ -60,10 +66,14 @@ func (r *records) Put(ctx context.Context, rec kap.StoredRecord, opt kap.PutOpti
 		now := s.opt.Now()
 		rec.Version = cur.Version + 1
 		rec.StoredAt = now
-		if err := putJSON(tx.Bucket(bRec), key(lk, u64(uint64(rec.Version))), rec); err != nil {
+		data, err := encodeRecord(rec)
+		if err != nil {
 			return err
 		}
-		if err := putJSON(latest, lk, rec); err != nil {
+		if err := tx.Bucket(bRec).Put(key(lk, u64(uint64(rec.Version))), data); err != nil {
+			return err
+		}
+		if err := latest.Put(lk, data); err != nil {
 			return err
 		}
 		bc, bi := tx.Bucket(bByClient), tx.Bucket(bIdent)

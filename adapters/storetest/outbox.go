@@ -273,8 +273,13 @@ func RunOutbox(t *testing.T, f Factory) {
 		}
 		ls := lease(t, ob, tg, 10)
 		st := status("c1/m000001")
-		if st.State != kap.MessageInFlight || st.LeaseDeadline.Sub(ls[0].Deadline).Abs() > time.Second {
+		// The suite's lease is short: on a stalled machine it may have
+		// expired before Status ran, and then queued is right.
+		if time.Now().Before(ls[0].Deadline) && (st.State != kap.MessageInFlight || st.LeaseDeadline.Sub(ls[0].Deadline).Abs() > time.Second) {
 			t.Fatalf("leased status = %+v, want in-flight until %v", st, ls[0].Deadline)
+		}
+		if st.State != kap.MessageInFlight && st.State != kap.MessageQueued {
+			t.Fatalf("leased status = %+v", st)
 		}
 		if st := status("c1/m000002"); st.State != kap.MessageQueued {
 			t.Fatalf("status behind a lease = %+v, want queued", st)
@@ -290,7 +295,7 @@ func RunOutbox(t *testing.T, f Factory) {
 		if len(ls) != 1 {
 			t.Fatalf("leased %v after the retry time", ids(ls))
 		}
-		if st := status("c1/m000001"); st.State != kap.MessageInFlight || len(st.Attempts) != 1 {
+		if st := status("c1/m000001"); time.Now().Before(ls[0].Deadline) && st.State != kap.MessageInFlight || len(st.Attempts) != 1 {
 			t.Fatalf("re-leased status = %+v", st)
 		}
 		outcome := json.RawMessage(`{"resourceType":"OperationOutcome","issue":[{"severity":"error","code":"invalid"}]}`)

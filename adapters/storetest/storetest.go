@@ -282,6 +282,23 @@ func RunRecordStore(t *testing.T, f Factory) {
 			}
 		}
 	})
+	t.Run("InvalidJSONRefused", func(t *testing.T) {
+		s, _ := open(t, f)
+		ten := Uniq("clinic")
+		bad := Rec(ten, "Intake", "i-1", "c-1", "a", day0)
+		bad.Bundle = json.RawMessage(`{"resourceType":`)
+		_, _, err := s.Records().Put(ctx, bad, kap.PutOptions{Targets: []string{"ehr"}})
+		wantCode(t, err, kap.EINVALID)
+		bad = Rec(ten, "Intake", "i-1", "c-1", "a", day0)
+		bad.Record = json.RawMessage(`not json`)
+		_, _, err = s.Records().Put(ctx, bad, kap.PutOptions{})
+		wantCode(t, err, kap.EINVALID)
+		_, err = s.Records().Get(ctx, ten, "Intake", "i-1")
+		wantCode(t, err, kap.ENOTFOUND)
+		m := Msg(ten, Uniq("ehr"), "c1", 1)
+		m.Bundle = json.RawMessage(`{`)
+		wantCode(t, s.Outbox().Enqueue(ctx, m), kap.EINVALID)
+	})
 	t.Run("ListByClientKinds", func(t *testing.T) {
 		s, _ := open(t, f)
 		rs := s.Records()
