@@ -193,7 +193,6 @@ func run(t *testing.T, sc scenario) {
 		}
 	}()
 
-
 	rc := sc.Client()
 	defer rc.Close()
 	store := kapredis.New(rc, kapredis.Options{})
