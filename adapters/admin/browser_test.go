@@ -514,7 +514,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("the client id is in the URL: %s", loc)
 	}
 	res := text(ctx, t, "#results")
-	if !strings.Contains(res, ds1.ID) || !strings.Contains(res, "ehr: delivered") || !strings.Contains(res, "ehr: dead") {
+	if !strings.Contains(res, ds1.ID) || !strings.Contains(res, "ehr: delivered") || !strings.Contains(res, "ehr: discarded") {
 		t.Fatalf("search results: %q", res)
 	}
 

@@ -155,7 +155,7 @@ type recordRow struct {
 	Targets []targetState
 }
 
-var searchStates = []string{"", "queued", "in-flight", "retrying", "dead", "delivered", "not queued"}
+var searchStates = []string{"", "queued", "in-flight", "retrying", "dead", "discarded", "delivered", "not queued"}
 
 func (c *Console) deliveriesPage(w http.ResponseWriter, r *http.Request, s *session) {
 	c.render(w, r, http.StatusOK, "deliveries", s, map[string]any{"Form": searchForm{}, "States": searchStates})
@@ -230,7 +230,13 @@ func (c *Console) stateOf(ctx context.Context, tenant, target string, rec kap.St
 	id := kap.MessageFor(rec, target, time.Time{}).ID
 	st, err := c.cfg.Store.Outbox().Status(ctx, tenant, target, id)
 	if err == nil {
-		return targetState{Target: target, State: string(st.State), Status: &st}
+		state := string(st.State)
+		if st.State == kap.MessageDead {
+			if _, derr := c.cfg.Store.Cache().Get(ctx, discardKey(tenant, target, id)); derr == nil {
+				state = "discarded"
+			}
+		}
+		return targetState{Target: target, State: state, Status: &st}
 	}
 	if kap.ErrorCode(err) != kap.ENOTFOUND {
 		return targetState{Target: target, State: "unknown (the store did not answer)"}
