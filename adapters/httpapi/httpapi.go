@@ -68,15 +68,6 @@ type Config struct {
 	// Targets are the delivery targets every new record version is queued
 	// for; default [DefaultTarget].
 	Targets []string
-	// InboundPatientSystem is the identifier system (e.g. the EHR's MRN
-	// system) whose value keys a Patient the FHIR facade receives to a
-	// client; the tenant's own Patient system is always accepted too.
-	InboundPatientSystem string
-	// JWKS, when set, serves the gateway's public keys for SMART Backend
-	// Services (targetauth.JWKSHandler) at JWKSPath, without
-	// authentication; JWKSPath defaults to /.well-known/jwks.json.
-	JWKS     http.Handler
-	JWKSPath string
 	// TenantTargets are each tenant's delivery targets and their consent
 	// rule (see TargetPolicy). A tenant not listed gets Targets, none of
 	// which requires consent.
@@ -90,6 +81,15 @@ type Config struct {
 	// TracerProvider, when set, traces every request (otelgin) with spans
 	// named by route pattern and no raw URL or query (see NewTracerProvider).
 	TracerProvider trace.TracerProvider
+	// InboundPatientSystem is the identifier system (e.g. the EHR's MRN
+	// system) whose value keys a Patient the FHIR facade receives to a
+	// client; the tenant's own Patient system is always accepted too.
+	InboundPatientSystem string
+	// JWKS, when set, serves the gateway's public keys for SMART Backend
+	// Services (targetauth.JWKSHandler) at JWKSPath, without
+	// authentication; JWKSPath defaults to /.well-known/jwks.json.
+	JWKS     http.Handler
+	JWKSPath string
 	// Ready, when set, is asked by GET /readyz after the store: an error
 	// answers 503 (e.g. a process whose delivery workers are not running).
 	Ready func(ctx context.Context) error
@@ -143,10 +143,10 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	cfg.Store = withFHIRIndex(cfg.Store) // FHIR logical ids -> records (fhir_index.go)
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New()
 	}
+	cfg.Store = withFHIRIndex(cfg.Store) // FHIR logical ids -> records (fhir_index.go)
 	s := &server{cfg: cfg, log: cfg.Logger, validator: conformance.NewValidator(cfg.Codec),
 		mappers: map[string]*mapping.Mapper{}}
 	for _, tenant := range cfg.Keys {
@@ -180,17 +180,17 @@ func New(cfg Config) (http.Handler, error) {
 	})
 	r.GET("/healthz", func(c *gin.Context) { c.String(http.StatusOK, "ok") })
 	r.GET("/readyz", s.ready, s.readyz)
-	r.GET("/metrics", s.metricsHandler())
-	if cfg.Admin != nil {
-		r.Any("/admin", gin.WrapH(cfg.Admin))
-		r.Any("/admin/*path", gin.WrapH(cfg.Admin))
-	}
 	if cfg.JWKS != nil {
 		p := cfg.JWKSPath
 		if p == "" {
 			p = "/.well-known/jwks.json"
 		}
 		r.GET(p, gin.WrapH(cfg.JWKS))
+	}
+	r.GET("/metrics", s.metricsHandler())
+	if cfg.Admin != nil {
+		r.Any("/admin", gin.WrapH(cfg.Admin))
+		r.Any("/admin/*path", gin.WrapH(cfg.Admin))
 	}
 
 	s.kapRoutes(r.Group("/kap/v1", s.guard()...))
