@@ -49,7 +49,7 @@ const (
 	rejectPrefix = "assessment/zzreject-"
 )
 
-func openStore(t *testing.T, kind string) kap.Store {
+func openStore(t testing.TB, kind string) kap.Store {
 	t.Helper()
 	switch kind {
 	case "redis":
@@ -81,7 +81,7 @@ type gatewayOptions struct {
 	Backoff     kap.Backoff
 }
 
-func startGateway(t *testing.T, store kap.Store, fhirBase string, o gatewayOptions) *gateway {
+func startGateway(t testing.TB, store kap.Store, fhirBase string, o gatewayOptions) *gateway {
 	t.Helper()
 	codec := fhir.MustCodec()
 	logger := slog.New(slog.NewJSONHandler(io.Discard, nil))
@@ -156,7 +156,7 @@ func (g *gateway) submit(rec kap.Record) error {
 }
 
 // waitDrained polls until the outbox of the target is empty.
-func (g *gateway) waitDrained(t *testing.T, timeout time.Duration) kap.OutboxStats {
+func (g *gateway) waitDrained(t testing.TB, timeout time.Duration) kap.OutboxStats {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -183,7 +183,7 @@ type corpus struct {
 // buildCorpus generates whole synthetic courses until it has at least
 // sessions dosing sessions, and adds `rejects` extra assessments the peer
 // will refuse.
-func buildCorpus(t *testing.T, sessions, rejects int) corpus {
+func buildCorpus(t testing.TB, sessions, rejects int) corpus {
 	t.Helper()
 	clients := sessions/synth.DosingSessions*8/7 + 8
 	recs, err := synth.Generate(synth.Options{Clients: clients, Seed: 6})
@@ -244,7 +244,7 @@ func buildCorpus(t *testing.T, sessions, rejects int) corpus {
 // expectedKeys returns the identifier keys (as ehrtest.Stats.ByIdentifier
 // spells them) of every resource the delivered records must leave on the
 // peer, from the records' own Bundles, and the number of resources.
-func expectedKeys(t *testing.T, recs []kap.Record) (map[string]bool, int) {
+func expectedKeys(t testing.TB, recs []kap.Record) (map[string]bool, int) {
 	t.Helper()
 	m := mapping.New(fhir.MustCodec(), mapping.Options{Tenant: tenant})
 	keys := map[string]bool{}

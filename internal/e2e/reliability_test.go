@@ -28,7 +28,7 @@ type reliabilityRun struct {
 func TestReliability(t *testing.T) {
 	for _, store := range []string{"redis", "bolt"} {
 		t.Run(store, func(t *testing.T) {
-			runReliability(t, reliabilityRun{store: store, sessions: 200, rejects: 3, outage: 5 * time.Second, heapBound: 512 << 20})
+			runReliability(t, reliabilityRun{store: store, sessions: 200, rejects: 3, outage: 5 * time.Second, heapBound: 256 << 20})
 		})
 	}
 }
@@ -41,7 +41,7 @@ func TestReliabilityLong(t *testing.T) {
 	}
 	for _, store := range []string{"redis", "bolt"} {
 		t.Run(store, func(t *testing.T) {
-			runReliability(t, reliabilityRun{store: store, sessions: 2000, rejects: 5, outage: 30 * time.Second, heapBound: 1 << 30})
+			runReliability(t, reliabilityRun{store: store, sessions: 2000, rejects: 5, outage: 30 * time.Second, heapBound: 256 << 20})
 		})
 	}
 }
@@ -124,8 +124,8 @@ func runReliability(t *testing.T, cfg reliabilityRun) {
 	t.Logf("%s: %d records (%d dosing sessions, %d refused by the peer) over HTTP in %v; all delivered %v after the start (outage %v from %v)",
 		cfg.store, c.records, c.sessions, len(c.rejected), submitted.Round(time.Millisecond), elapsed.Round(time.Millisecond),
 		cfg.outage, outageAt.Round(time.Second))
-	t.Logf("peer: %d resources, %d identifier keys, 0 duplicates; requests %v; faults injected %v",
-		st.Total, st.Identifiers, st.Requests, st.Faults)
+	t.Logf("peer: %d resources, %d identifier keys, 0 duplicates; requests %v; interactions %v; faults injected %v",
+		st.Total, st.Identifiers, st.Requests, st.Interactions, st.Faults)
 	for _, th := range h.Targets {
 		t.Logf("worker: target %s delivered %d, failed attempts %d", th.Name, th.Delivered, th.Failed)
 	}
