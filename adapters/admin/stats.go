@@ -172,7 +172,9 @@ func plainReason(s string) string {
 	var w string
 	switch {
 	case strings.Contains(l, "connection refused"), strings.Contains(l, "no such host"),
-		strings.Contains(l, "connection reset"), strings.Contains(l, "eof"), strings.Contains(l, "broken pipe"):
+		strings.Contains(l, "connection reset"), strings.Contains(l, "eof"), strings.Contains(l, "broken pipe"),
+		strings.Contains(l, "server closed"), strings.Contains(l, "closed network connection"),
+		strings.Contains(l, "network is unreachable"), strings.Contains(l, "no route to host"):
 		w = "The target could not be reached (its server is down or the network is blocked)."
 	case strings.Contains(l, "timeout"), strings.Contains(l, "deadline exceeded"):
 		w = "The target did not answer in time."
@@ -188,6 +190,8 @@ func plainReason(s string) string {
 		w = "The target had an internal error."
 	case strings.Contains(l, "refused by the target"), strings.Contains(l, "http 4"):
 		w = "The target refused the content; its answer (OperationOutcome) says which field."
+	case strings.Contains(l, "no response"):
+		w = "The target did not answer (it may be down, or the connection was cut)."
 	case strings.Contains(l, "attempts failed"):
 		w = "Every delivery attempt failed; the last error follows."
 	default:
