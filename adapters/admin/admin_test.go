@@ -1,11 +1,13 @@
 package admin_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
 	"log/slog"
+	"mime/multipart"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
@@ -291,6 +293,17 @@ func TestSearchIsAPostAndPreviewNamesTheField(t *testing.T) {
 	b = body(t, resp)
 	if resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(b, "sessionNumber") {
 		t.Fatalf("preview of a bad record: %d %s", resp.StatusCode, b)
+	}
+	// An uploaded file (multipart) is previewed like pasted text.
+	var mb bytes.Buffer
+	mw := multipart.NewWriter(&mb)
+	mw.WriteField("csrf", tok)
+	fw, _ := mw.CreateFormFile("file", "record.json")
+	fw.Write([]byte(`{"kind":"Client","id":"c-up","name":{"family":"X","given":["Y"]},"birthDate":"yesterday","gender":"female"}`))
+	mw.Close()
+	resp, _ = c.Post(e.srv.URL+"/admin/mapping", mw.FormDataContentType(), &mb)
+	if b := body(t, resp); resp.StatusCode != http.StatusUnprocessableEntity || !strings.Contains(b, "birthDate") {
+		t.Fatalf("preview of an uploaded file: %d", resp.StatusCode)
 	}
 	resp, _ = c.PostForm(e.srv.URL+"/admin/mapping", url.Values{"csrf": {tok}, "record": {`{"kind":`}})
 	if b := body(t, resp); resp.StatusCode != http.StatusUnprocessableEntity || strings.Contains(b, "panic") {
