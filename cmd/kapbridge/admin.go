@@ -8,6 +8,7 @@ import (
 
 	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/adapters/admin"
+	"github.com/kapbridge/kap/adapters/httpapi"
 	"github.com/kapbridge/kap/adapters/targetauth"
 	"github.com/kapbridge/kap/fhir"
 	"github.com/kapbridge/kap/internal/delivery"
@@ -20,9 +21,19 @@ const adminSessionKeyEnv = "KAPBRIDGE_ADMIN_SESSION_KEY"
 
 // buildAdmin returns the admin console (docs/admin.md) over the store, the
 // delivery worker this process runs (when its role runs one; the worker
-// starts after the console is built) and the loaded config.
-func (m *serveMain) buildAdmin(store kap.Store, codec *fhir.Codec, audit io.Writer) (*admin.Console, error) {
+// starts after the console is built) and the loaded config. The bootstrap
+// key of the default start (which already holds every scope) also signs in
+// to the console.
+func (m *serveMain) buildAdmin(store kap.Store, codec *fhir.Codec, audit io.Writer, bootstrap string) (*admin.Console, error) {
 	cfg := m.cfg.Config
+	cfg.Tenants = serveTenants(cfg, bootstrap)
+	for i := range cfg.Tenants {
+		for j, k := range cfg.Tenants[i].APIKeys {
+			if cfg.Tenants[i].Bootstrap && bootstrap != "" && k.SHA256 == httpapi.HashKey(bootstrap) {
+				cfg.Tenants[i].APIKeys[j].Admin = true
+			}
+		}
+	}
 	sets, err := targetauth.KeySetsFromConfig(cfg.Targets)
 	if err != nil {
 		return nil, err

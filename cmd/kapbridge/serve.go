@@ -126,7 +126,7 @@ func (m *serveMain) Open() error {
 		}
 		m.tracer = tp
 	}
-	console, err := m.buildAdmin(store, codec, audit)
+	console, err := m.buildAdmin(store, codec, audit, key)
 	if err != nil {
 		stop()
 		audit.Close()
