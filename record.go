@@ -26,7 +26,7 @@ const (
 
 // Kinds lists every record kind, in the order a client's records are
 // normally submitted.
-var Kinds = []Kind{KindProvider, KindClient, KindIntake, KindConsent, KindTreatmentPlan,
+var Kinds = []Kind{KindProvider, KindClient, KindIntake, KindConsent, KindCoverage, KindTreatmentPlan,
 	KindAssessment, KindDosingSession, KindIntegrationSession}
 
 // Record is implemented by every domain record.

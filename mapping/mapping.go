@@ -173,6 +173,8 @@ func (m *Mapper) Map(rec kap.Record, in MapInput) (*bcrpb.Bundle, error) {
 		err = b.integration(r)
 	case *kap.Assessment:
 		err = b.assessment(r)
+	case *kap.Coverage:
+		err = b.coverage(r)
 	default:
 		err = kap.Errorf(kap.EINVALID, "unsupported record type %T", rec)
 	}
@@ -323,6 +325,8 @@ func (m *Mapper) Reverse(bundle *bcrpb.Bundle) (kap.Record, error) {
 		rec, err = ix.integration()
 	case kap.KindAssessment:
 		rec, err = ix.assessment()
+	case kap.KindCoverage:
+		rec, err = ix.coverage()
 	default:
 		err = kap.Errorf(kap.EINVALID, "unknown record kind %q in the Provenance tag", ix.kind)
 	}

@@ -29,6 +29,7 @@ var KindResourceTypes = map[kap.Kind][]string{
 	kap.KindDosingSession:      {"Encounter", "Medication", "MedicationAdministration", "Observation", "AdverseEvent", "Procedure"},
 	kap.KindIntegrationSession: {"Encounter", "Procedure"},
 	kap.KindAssessment:         {"Observation"},
+	kap.KindCoverage:           {"Coverage", "Organization"},
 }
 
 // need is one scope requirement: perms on each of types.

@@ -29,6 +29,7 @@ var Collections = map[string]kap.Kind{
 	"dosing-sessions":      kap.KindDosingSession,
 	"integration-sessions": kap.KindIntegrationSession,
 	"assessments":          kap.KindAssessment,
+	"coverages":            kap.KindCoverage,
 }
 
 // AllRecords is the pseudo-collection of every kind: GET
@@ -101,7 +102,7 @@ func (s *server) collection(c *gin.Context) (kap.Kind, bool) {
 	return k, ok
 }
 
-var errUnknownCollection = kap.Errorf(kap.ENOTFOUND, "unknown collection: must be one of clients, providers, intakes, consents, treatment-plans, dosing-sessions, integration-sessions, assessments")
+var errUnknownCollection = kap.Errorf(kap.ENOTFOUND, "unknown collection: must be one of clients, providers, intakes, consents, treatment-plans, dosing-sessions, integration-sessions, assessments, coverages")
 
 func recordURL(kind, id string) string {
 	return "/kap/v1/" + CollectionOf(kap.Kind(kind)) + "/" + url.PathEscape(id)
@@ -205,7 +206,7 @@ func (s *server) writeRecord(c *gin.Context, urlID string) {
 	hash := hex.EncodeToString(sum[:])
 	var warnings []kap.Issue
 	if ds, ok := rec.(*kap.DosingSession); ok {
-		warnings = ds.SafetyWarnings()
+		warnings = s.dosingWarnings(c.Request.Context(), tenant, ds)
 	}
 	ctx := c.Request.Context()
 	decisions, err := s.decideTargets(ctx, tenant, rec)
@@ -387,12 +388,7 @@ func (s *server) getRecord(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	var warnings []kap.Issue
-	if kind == kap.KindDosingSession {
-		if rec, err := kap.DecodeRecord(sr.Record); err == nil {
-			warnings = rec.(*kap.DosingSession).SafetyWarnings()
-		}
-	}
+	warnings := s.recordWarnings(ctx, tenant, kind, sr)
 	s.respond(c, http.StatusOK, sr, warnings, true, nil)
 }
 

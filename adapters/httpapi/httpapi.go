@@ -96,6 +96,13 @@ type Config struct {
 	// Admin, when set, is the admin console (adapters/admin), served at
 	// /admin and /admin/* behind its own session login, not the API keys.
 	Admin http.Handler
+	// PayerTargets are, per tenant, its targets of kind payer, where
+	// $claim?submit=true and $eligibility queue their requests
+	// (api_payer.go).
+	PayerTargets map[string][]string
+	// ScreeningPull, when set, serves POST /kap/v1/clients/{id}/$screening-pull
+	// (api_screening.go); nil answers 501.
+	ScreeningPull ScreeningPullFunc
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -194,6 +201,7 @@ func New(cfg Config) (http.Handler, error) {
 	}
 
 	s.kapRoutes(r.Group("/kap/v1", s.guard()...))
+	s.payerRoutes(r.Group("/kap/v1", s.guard()...))
 	s.fhirPublicRoutes(r.Group("/fhir/r4"))
 	s.fhirRoutes(r.Group("/fhir/r4", s.guard()...))
 	return r, nil
