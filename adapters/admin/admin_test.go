@@ -18,10 +18,14 @@ import (
 	"testing"
 	"time"
 
+	goredis "github.com/redis/go-redis/v9"
+
 	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/adapters/admin"
 	"github.com/kapbridge/kap/adapters/bolt"
 	"github.com/kapbridge/kap/adapters/httpapi"
+	kapredis "github.com/kapbridge/kap/adapters/redis"
+	"github.com/kapbridge/kap/adapters/redis/redistest"
 	"github.com/kapbridge/kap/fhir"
 	"github.com/kapbridge/kap/internal/config"
 )
@@ -35,12 +39,30 @@ type env struct {
 	audit *syncBuffer
 }
 
+// stores are the backends the console is tested on: the embedded bbolt
+// file and a real redis-server.
+var stores = map[string]func(t testing.TB) kap.Store{
+	"bolt": func(t testing.TB) kap.Store {
+		s, err := bolt.Open(filepath.Join(t.TempDir(), "kap.db"), bolt.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	},
+	"redis": func(t testing.TB) kap.Store {
+		srv := redistest.Start(t, redistest.Options{})
+		c := goredis.NewUniversalClient(&goredis.UniversalOptions{Addrs: []string{srv.Addr}})
+		t.Cleanup(func() { c.Close() })
+		return kapredis.New(c, kapredis.Options{})
+	},
+}
+
 func newEnv(t testing.TB, tlsServer bool) *env {
+	return newEnvOn(t, tlsServer, stores["bolt"](t))
+}
+
+func newEnvOn(t testing.TB, tlsServer bool, store kap.Store) *env {
 	t.Helper()
-	store, err := bolt.Open(filepath.Join(t.TempDir(), "kap.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	codec, err := fhir.NewCodec()
 	if err != nil {
 		t.Fatal(err)
@@ -131,7 +153,12 @@ func (e *env) deadLetter(t *testing.T, tenant, id string) kap.OutboxMessage {
 }
 
 func TestLoginAndSession(t *testing.T) {
-	e := newEnv(t, false)
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) { testLoginAndSession(t, newEnvOn(t, false, open(t))) })
+	}
+}
+
+func testLoginAndSession(t *testing.T, e *env) {
 	c := e.client(t)
 	resp, _ := c.Get(e.srv.URL + "/admin/")
 	body(t, resp)
@@ -212,7 +239,12 @@ func TestSecureCookieUnderTLS(t *testing.T) {
 }
 
 func TestCSRFAndTenantScope(t *testing.T) {
-	e := newEnv(t, false)
+	for name, open := range stores {
+		t.Run(name, func(t *testing.T) { testCSRFAndTenantScope(t, newEnvOn(t, false, open(t))) })
+	}
+}
+
+func testCSRFAndTenantScope(t *testing.T, e *env) {
 	own := e.deadLetter(t, "clinic1", "c-own")
 	other := e.deadLetter(t, "clinic2", "c-other")
 	c := e.client(t)
