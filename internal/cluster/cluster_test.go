@@ -85,11 +85,12 @@ func TestSentinelScenario(t *testing.T) {
 		},
 		Failover: func(t *testing.T) {
 			old := sn.Master.Addr
+			start := time.Now()
 			sn.Master.Kill9()
 			deadline := time.Now().Add(60 * time.Second)
 			for {
 				if a, err := sn.MasterAddr(); err == nil && a != old {
-					t.Logf("sentinel failed over from %s to %s", old, a)
+					t.Logf("sentinel failed over from %s to %s in %v", old, a, time.Since(start).Round(time.Millisecond))
 					return
 				}
 				if time.Now().After(deadline) {
