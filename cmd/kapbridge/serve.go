@@ -146,6 +146,12 @@ func (m *serveMain) Open() error {
 		JWKSPath:       cfg.Config.JWKSPath,
 		Metrics:        m.met,
 		TenantTargets:  httpapi.TargetPolicies(cfg.Config),
+
+		// payer claims and eligibility, EHR screening pulls (payer.go)
+		PayerTargets:         payerTargets(cfg.Config),
+		ScreeningPull:        (&screeningPuller{cfg: cfg.Config, store: store, codec: codec, log: cfg.Logger, getenv: os.Getenv}).Pull,
+		InboundPatientSystem: inboundPatientSystem(cfg.Config),
+
 		TracerProvider: tracerOf(m.tracer),
 		MetricsToken:   os.Getenv("KAPBRIDGE_METRICS_TOKEN"),
 		Ready:          m.ready,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/adapters/ehr"
 	"github.com/kapbridge/kap/adapters/ndjson"
+	"github.com/kapbridge/kap/adapters/payer"
 	"github.com/kapbridge/kap/adapters/targetauth"
 	"github.com/kapbridge/kap/fhir"
 	"github.com/kapbridge/kap/internal/config"
@@ -80,6 +82,14 @@ func buildSender(d deliveryDeps, t config.Target) (kap.Sender, func() error, err
 		s, err := ehr.New(o)
 		if err != nil {
 			return nil, nil, fmt.Errorf("targets %s: %w", t.Name, err)
+		}
+		if t.Kind == "payer" { // claims and eligibility requests (adapters/payer)
+			p, err := payer.New(payer.Options{Name: t.Name, Writer: s, BaseURL: t.BaseURL, Client: &http.Client{Transport: tr, Timeout: 30 * time.Second},
+				Cache: d.Store.Cache(), Codec: d.Codec, Logger: d.Logger})
+			if err != nil {
+				return nil, nil, fmt.Errorf("targets %s: %w", t.Name, err)
+			}
+			return p, noop, nil
 		}
 		return s, noop, nil
 	}

@@ -38,6 +38,11 @@ type Tenant struct {
 	IdentifierBase string     `json:"identifierBase,omitempty"`
 	ClinicName     string     `json:"clinicName,omitempty"`
 	RateLimit      *RateLimit `json:"rateLimit,omitempty"`
+	// InboundPatientSystem is the EHR's patient identifier system (e.g. its
+	// MRN system, an absolute URI such as urn:oid:...) whose value keys a
+	// Patient the FHIR facade receives to a client; the tenant's own
+	// Patient system is always accepted too.
+	InboundPatientSystem string `json:"inboundPatientSystem,omitempty"`
 	// Bootstrap: the key in <dataDir>/bootstrap-api-key (generated on
 	// first start, mode 0600) is also a key of this tenant. The implicit
 	// default tenant has it.

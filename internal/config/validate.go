@@ -141,6 +141,9 @@ func (c *Config) Validate(getenv func(string) string) error {
 		if t.IdentifierBase != "" {
 			p.httpURL(at+".identifierBase", t.IdentifierBase)
 		}
+		if sys := t.InboundPatientSystem; sys != "" && !validSystem(sys) {
+			p.add(at+".inboundPatientSystem", "must be an absolute URI (http(s)://..., urn:oid:... or urn:uuid:...) without spaces or '|'")
+		}
 		if rl := t.RateLimit; rl != nil {
 			if !(rl.PerSecond > 0) || math.IsInf(rl.PerSecond, 0) {
 				p.add(at+".rateLimit.perSecond", "must be a positive number")
@@ -337,4 +340,23 @@ func (p *problems) keyFiles(path, v string) {
 			p.add(path, "%s cannot be read: %v", part, unwrapPathError(err))
 		}
 	}
+}
+
+// validSystem reports whether s can be a FHIR identifier system: an
+// absolute http(s) URL with a host, or a urn:oid:/urn:uuid: URN, with no
+// space or '|' (the search separator).
+func validSystem(s string) bool {
+	if strings.ContainsAny(s, " |\t\n") || len(s) > 512 {
+		return false
+	}
+	switch {
+	case strings.HasPrefix(s, "urn:oid:"):
+		return len(s) > len("urn:oid:") && strings.Trim(s[len("urn:oid:"):], "0123456789.") == ""
+	case strings.HasPrefix(s, "urn:uuid:"):
+		return len(s) == len("urn:uuid:")+36
+	case strings.HasPrefix(s, "https://"), strings.HasPrefix(s, "http://"):
+		u, err := url.Parse(s)
+		return err == nil && u.Host != "" && u.RawQuery == "" && u.Fragment == ""
+	}
+	return false
 }
