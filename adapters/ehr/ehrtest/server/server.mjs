@@ -267,7 +267,8 @@ const fail = (status, code, msg, expr) => new HttpError(status, oo('error', code
 // ---- capability --------------------------------------------------------------
 
 const TYPES = [
-  'AdverseEvent', 'AllergyIntolerance', 'CarePlan', 'CareTeam', 'Condition', 'Consent', 'Coverage', 'Device',
+  'AdverseEvent', 'AllergyIntolerance', 'CarePlan', 'CareTeam', 'Claim', 'ClaimResponse', 'Condition', 'Consent',
+  'Coverage', 'CoverageEligibilityRequest', 'CoverageEligibilityResponse', 'Device',
   'DiagnosticReport', 'DocumentReference', 'Encounter', 'Goal', 'Location', 'Medication', 'MedicationAdministration',
   'MedicationDispense', 'MedicationRequest', 'MedicationStatement', 'Observation', 'Organization', 'Patient',
   'Practitioner', 'PractitionerRole', 'Procedure', 'Provenance', 'QuestionnaireResponse', 'RelatedPerson',
