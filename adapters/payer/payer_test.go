@@ -34,46 +34,7 @@ func TestClaimExactlyOnceUnderFaults(t *testing.T) {
 		t.Skip("the Medplum FHIR test server is skipped under -short")
 	}
 	ctx := context.Background()
-	srv := ehrtest.Start(t, ehrtest.Options{})
-	store, err := bolt.Open(filepath.Join(t.TempDir(), "kap.db"), bolt.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	codec := fhir.MustCodec()
-	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	h, err := httpapi.New(httpapi.Config{Store: store, Codec: codec, Logger: quiet,
-		Keys:         map[string]string{httpapi.HashKey("k"): "clinic-a"},
-		PayerTargets: map[string][]string{"clinic-a": {"payer-x"}}, Targets: []string{"payer-x"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	api := httptest.NewServer(h)
-	defer api.Close()
-	post := func(path string, body []byte) (int, []byte) {
-		req, _ := http.NewRequest("POST", api.URL+path, bytes.NewReader(body))
-		req.Header.Set("X-API-Key", "k")
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, b
-	}
-	for _, name := range []string{"00-provider-prescriber.json", "01-provider-therapist.json", "02-provider-nurse.json",
-		"60-client-c005.json", "61-intake-c005.json", "67-coverage-c005.json", "65-dosing-c005-1-esketamine56.json"} {
-		data, err := os.ReadFile("../../testdata/kap/" + name)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var head struct{ Kind kap.Kind }
-		json.Unmarshal(data, &head)
-		if st, b := post("/kap/v1/"+httpapi.CollectionOf(head.Kind), data); st != http.StatusCreated {
-			t.Fatalf("%s: %d %s", name, st, b)
-		}
-	}
+	srv, store, post, s := payerEnv(t)
 	var ans httpapi.ClaimAnswer
 	st, b := post("/kap/v1/dosing-sessions/ds-c005-1/$claim?payer=generic&submit=true", nil)
 	if st != http.StatusAccepted {
@@ -85,19 +46,11 @@ func TestClaimExactlyOnceUnderFaults(t *testing.T) {
 		t.Fatalf("resubmit: %d %s", st, b)
 	}
 
-	w, err := ehr.New(ehr.Options{Name: "payer-x", BaseURL: srv.URL, Codec: codec, Ledger: store.Ledger(), Cache: store.Cache(), Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := payer.New(payer.Options{Name: "payer-x", Writer: w, BaseURL: srv.URL, Client: &http.Client{Timeout: 20 * time.Second},
-		Cache: store.Cache(), Codec: codec, Logger: quiet})
-	if err != nil {
-		t.Fatal(err)
-	}
 	srv.Fail503(0, 30, 0)
 	srv.Drop(0, 15)
 	srv.Fail429(3, 0)
 	sent, notSent, kinds := 0, 0, map[string]int{}
+	var claimMsg kap.OutboxMessage
 	deadline := time.Now().Add(3 * time.Minute)
 	for time.Now().Before(deadline) {
 		ls, err := store.Outbox().Lease(ctx, "payer-x", 10)
@@ -114,6 +67,9 @@ func TestClaimExactlyOnceUnderFaults(t *testing.T) {
 				continue
 			}
 			kinds[l.Message.Kind]++
+			if l.Message.Kind == payer.KindClaim {
+				claimMsg = l.Message
+			}
 			sent++
 			notSent += len(res.NotSent)
 			store.Outbox().Ack(ctx, l)
@@ -146,4 +102,177 @@ func TestClaimExactlyOnceUnderFaults(t *testing.T) {
 		t.Fatalf("answer %+v", a)
 	}
 	t.Logf("messages delivered %d (%v), resources not sent %d, faults %v", sent, kinds, notSent, st2.Faults)
+
+	// The payer answers with a ClaimResponse; a resubmission of the claim
+	// updates the same Claim and reads the answer.
+	payerCreate(t, srv.URL, map[string]any{"resourceType": "ClaimResponse", "status": "active", "type": cc("http://terminology.hl7.org/CodeSystem/claim-type", "professional"),
+		"use": "claim", "patient": map[string]any{"reference": "Patient/x"}, "created": "2026-03-03T10:00:00Z",
+		"insurer": map[string]any{"display": "Example Health Plan"}, "outcome": "complete", "disposition": "synthetic: paid",
+		"request": map[string]any{"reference": "Claim/" + a.RequestID}})
+	if _, err := s.Send(ctx, claimMsg); err != nil {
+		t.Fatal(err)
+	}
+	raw, _ = store.Cache().Get(ctx, kap.ClaimAnswerKey("clinic-a", ans.Claim.ID))
+	json.Unmarshal(raw, &a)
+	if a.Pending || a.ResponseType != "ClaimResponse" || a.Outcome != "complete" {
+		t.Fatalf("answer after the ClaimResponse %+v", a)
+	}
+	if n := srv.Count("Claim", sys, "claim/"+ans.Claim.ID); n != 1 {
+		t.Fatalf("%d Claims after the resubmission, want 1", n)
+	}
+}
+
+func cc(system, code string) map[string]any {
+	return map[string]any{"coding": []any{map[string]any{"system": system, "code": code}}}
+}
+
+// payerCreate writes a resource to the test server as the payer would.
+func payerCreate(t *testing.T, base string, res map[string]any) string {
+	t.Helper()
+	body, _ := json.Marshal(res)
+	resp, err := http.Post(base+"/"+res["resourceType"].(string), "application/fhir+json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode > 299 {
+		t.Fatalf("create %s: %d %s", res["resourceType"], resp.StatusCode, out)
+	}
+	var m map[string]any
+	json.Unmarshal(out, &m)
+	return m["id"].(string)
+}
+
+// payerEnv starts the Medplum payer, a bolt store, the kap/v1 API of tenant
+// clinic-a (its payer target payer-x) with the providers and client c005's
+// records posted, and the payer Sender.
+func payerEnv(t *testing.T) (*ehrtest.Server, kap.Store, func(string, []byte) (int, []byte), *payer.Sender) {
+	t.Helper()
+	srv := ehrtest.Start(t, ehrtest.Options{})
+	store, err := bolt.Open(filepath.Join(t.TempDir(), "kap.db"), bolt.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	codec := fhir.MustCodec()
+	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	h, err := httpapi.New(httpapi.Config{Store: store, Codec: codec, Logger: quiet,
+		Keys:         map[string]string{httpapi.HashKey("k"): "clinic-a"},
+		PayerTargets: map[string][]string{"clinic-a": {"payer-x"}}, Targets: []string{"payer-x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api := httptest.NewServer(h)
+	t.Cleanup(api.Close)
+	post := func(path string, body []byte) (int, []byte) {
+		req, _ := http.NewRequest("POST", api.URL+path, bytes.NewReader(body))
+		req.Header.Set("X-API-Key", "k")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, b
+	}
+	for _, name := range []string{"00-provider-prescriber.json", "01-provider-therapist.json", "02-provider-nurse.json",
+		"60-client-c005.json", "61-intake-c005.json", "67-coverage-c005.json", "65-dosing-c005-1-esketamine56.json"} {
+		data, err := os.ReadFile("../../testdata/kap/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var head struct{ Kind kap.Kind }
+		json.Unmarshal(data, &head)
+		if st, b := post("/kap/v1/"+httpapi.CollectionOf(head.Kind), data); st != http.StatusCreated {
+			t.Fatalf("%s: %d %s", name, st, b)
+		}
+	}
+	w, err := ehr.New(ehr.Options{Name: "payer-x", BaseURL: srv.URL, Codec: codec, Ledger: store.Ledger(), Cache: store.Cache(), Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := payer.New(payer.Options{Name: "payer-x", Writer: w, BaseURL: srv.URL, Client: &http.Client{Timeout: 20 * time.Second},
+		Cache: store.Cache(), Codec: codec, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return srv, store, post, s
+}
+
+// deliverAll leases and sends every due message of payer-x until the queue
+// is empty (a worker without backoff), returning the messages delivered.
+func deliverAll(t *testing.T, store kap.Store, s *payer.Sender) []kap.OutboxMessage {
+	t.Helper()
+	ctx := context.Background()
+	var out []kap.OutboxMessage
+	deadline := time.Now().Add(2 * time.Minute)
+	for time.Now().Before(deadline) {
+		ls, err := store.Outbox().Lease(ctx, "payer-x", 10)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ls) == 0 {
+			return out
+		}
+		for _, l := range ls {
+			if _, err := s.Send(ctx, l.Message); err != nil {
+				store.Outbox().Retry(ctx, l, time.Now(), kap.Attempt{At: time.Now(), Error: err.Error()})
+				continue
+			}
+			out = append(out, l.Message)
+			store.Outbox().Ack(ctx, l)
+		}
+	}
+	t.Fatal("the payer queue did not drain")
+	return nil
+}
+
+// TestEligibilityAnswerShownOnCoverage: a CoverageEligibilityRequest goes
+// to the payer once; until the payer answers, the coverage shows it as
+// pending; after the payer's CoverageEligibilityResponse, a new check
+// reads it and GET of the coverage shows it in force.
+func TestEligibilityAnswerShownOnCoverage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the Medplum FHIR test server is skipped under -short")
+	}
+	srv, store, post, s := payerEnv(t)
+	body := []byte(`{"providerId":"p-md01","date":"2026-03-02"}`)
+	if st, b := post("/kap/v1/coverages/cov-c005/$eligibility", body); st != http.StatusAccepted {
+		t.Fatalf("eligibility: %d %s", st, b)
+	}
+	srv.Drop(0, 30)
+	deliverAll(t, store, s)
+	srv.ClearFaults()
+	sys := fhir.CanonicalBase + "/sid/clinic-a/CoverageEligibilityRequest"
+	if n := srv.Count("CoverageEligibilityRequest", sys, "eligibility/cov-c005/2026-03-02"); n != 1 {
+		t.Fatalf("%d eligibility requests at the payer, want 1", n)
+	}
+	raw, err := store.Cache().Get(context.Background(), kap.EligibilityKey("clinic-a", "cov-c005"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a kap.PayerAnswer
+	json.Unmarshal(raw, &a)
+	if !a.Pending || a.RequestID == "" {
+		t.Fatalf("answer before the payer's %+v", a)
+	}
+	payerCreate(t, srv.URL, map[string]any{"resourceType": "CoverageEligibilityResponse", "status": "active",
+		"purpose": []any{"benefits"}, "patient": map[string]any{"reference": "Patient/x"}, "created": "2026-03-02T12:00:00Z",
+		"request": map[string]any{"reference": "CoverageEligibilityRequest/" + a.RequestID}, "outcome": "complete",
+		"insurer": map[string]any{"display": "Example Health Plan"}, "disposition": "synthetic: active coverage",
+		"insurance": []any{map[string]any{"coverage": map[string]any{"reference": "Coverage/x"}, "inforce": true}}})
+	if st, b := post("/kap/v1/coverages/cov-c005/$eligibility", body); st != http.StatusAccepted {
+		t.Fatalf("eligibility again: %d %s", st, b)
+	}
+	deliverAll(t, store, s)
+	if n := srv.Count("CoverageEligibilityRequest", sys, "eligibility/cov-c005/2026-03-02"); n != 1 {
+		t.Fatalf("%d eligibility requests at the payer after the second check, want 1", n)
+	}
+	raw, _ = store.Cache().Get(context.Background(), kap.EligibilityKey("clinic-a", "cov-c005"))
+	json.Unmarshal(raw, &a)
+	if a.Pending || a.Eligibility == nil || a.Eligibility.InForce == nil || !*a.Eligibility.InForce {
+		t.Fatalf("answer after the payer's %+v", a)
+	}
 }
