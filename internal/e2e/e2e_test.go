@@ -74,11 +74,14 @@ type gateway struct {
 	api    *httptest.Server
 	store  kap.Store
 	worker *delivery.Worker
+	start  func() // starts the worker (already called unless Deferred)
 }
 
 type gatewayOptions struct {
 	Concurrency int
 	Backoff     kap.Backoff
+	// Deferred leaves the worker stopped until gateway.start is called.
+	Deferred bool
 }
 
 func startGateway(t testing.TB, store kap.Store, fhirBase string, o gatewayOptions) *gateway {
@@ -108,8 +111,13 @@ func startGateway(t testing.TB, store kap.Store, fhirBase string, o gatewayOptio
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	if err := w.Start(ctx); err != nil {
-		t.Fatal(err)
+	start := func() {
+		if err := w.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !o.Deferred {
+		start()
 	}
 	t.Cleanup(func() {
 		sctx, scancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -128,7 +136,7 @@ func startGateway(t testing.TB, store kap.Store, fhirBase string, o gatewayOptio
 	}
 	api := httptest.NewServer(h)
 	t.Cleanup(api.Close)
-	return &gateway{api: api, store: store, worker: w}
+	return &gateway{api: api, store: store, worker: w, start: start}
 }
 
 var apiClient = &http.Client{Timeout: 2 * time.Minute}
