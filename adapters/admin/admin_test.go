@@ -189,7 +189,7 @@ func testLoginAndSession(t *testing.T, e *env) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(b, "clinic1") {
 		t.Fatalf("overview: %d", resp.StatusCode)
 	}
-	for h, want := range map[string]string{"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "no-referrer"} {
+	for h, want := range map[string]string{"Cache-Control": "no-store", "X-Frame-Options": "DENY", "Referrer-Policy": "same-origin"} {
 		if resp.Header.Get(h) != want {
 			t.Fatalf("%s: %q", h, resp.Header.Get(h))
 		}
@@ -258,6 +258,18 @@ func testCSRFAndTenantScope(t *testing.T, e *env) {
 	}
 	if st, _ := e.store.Outbox().Status(context.Background(), "clinic1", "files", own.ID); st.State != kap.MessageDead {
 		t.Fatalf("state after a refused retry: %s", st.State)
+	}
+
+	// A POST from another site (Origin) is refused even with the token.
+	tok0 := e.csrf(t, c, "/admin/dead-letters")
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/admin/dead-letters/retry",
+		strings.NewReader(url.Values{"csrf": {tok0}, "target": {"files"}, "id": {own.ID}}.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Origin", "https://evil.example")
+	resp, _ = c.Do(req)
+	body(t, resp)
+	if resp.StatusCode != http.StatusForbidden {
+		t.Fatalf("cross-origin retry: %d", resp.StatusCode)
 	}
 
 	// The dead letters page shows this tenant's only.

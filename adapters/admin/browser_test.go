@@ -18,6 +18,7 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+	"github.com/chromedp/chromedp/kb"
 
 	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/adapters/admin"
@@ -389,6 +390,24 @@ func TestConsoleInBrowser(t *testing.T) {
 	reloadUntil(ctx, t, "#target-ehr .hour-delivered", fmt.Sprint(delivered), 30*time.Second)
 	if err := chromedp.Run(ctx, shot.take("overview")); err != nil {
 		t.Fatal(err)
+	}
+	// Keyboard: the first Tab lands on the skip link, which moves focus
+	// to the page's content.
+	var focused string
+	if err := chromedp.Run(ctx,
+		chromedp.KeyEvent(kb.Tab),
+		chromedp.Evaluate(`document.activeElement.className`, &focused),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if focused != "skip" {
+		t.Fatalf("first Tab focuses %q, want the skip link", focused)
+	}
+	if err := chromedp.Run(ctx, chromedp.KeyEvent(kb.Enter), chromedp.Evaluate(`document.activeElement.id`, &focused)); err != nil {
+		t.Fatal(err)
+	}
+	if focused != "main" {
+		t.Fatalf("the skip link moved focus to %q", focused)
 	}
 
 	// The EHR goes down: every connection is closed. Three records fail
