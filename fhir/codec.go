@@ -30,6 +30,8 @@ type Codec struct {
 	pretty  *jsonformat.Marshaller
 	u       *jsonformat.Unmarshaller
 	lenient *jsonformat.Unmarshaller
+	// slowMarshal disables the fast encoder (tests and benchmarks).
+	slowMarshal bool
 }
 
 // NewCodec builds the R4 codec. Date-only values are read in UTC.
@@ -65,8 +67,20 @@ func MustCodec() *Codec {
 }
 
 // Marshal encodes a resource (bare or ContainedResource) as compact JSON.
-// It does not validate: call Validate first.
+// It does not validate: call Validate first. The output is jsonformat's,
+// byte for byte; a cached-descriptor encoder (codec_perf.go) produces it
+// when it can, jsonformat itself otherwise.
 func (c *Codec) Marshal(res proto.Message) ([]byte, error) {
+	if !c.slowMarshal {
+		if out, err := fastMarshal(res); err == nil {
+			return out, nil
+		}
+	}
+	return c.marshalJSONFormat(res)
+}
+
+// marshalJSONFormat is Marshal with jsonformat alone.
+func (c *Codec) marshalJSONFormat(res proto.Message) ([]byte, error) {
 	if cr, ok := res.(*bcrpb.ContainedResource); ok {
 		return c.m.Marshal(cr)
 	}
