@@ -76,7 +76,7 @@ func browser(t *testing.T, exe string) context.Context {
 	t.Cleanup(cancel2)
 	ctx, cancel3 := context.WithTimeout(ctx, 8*time.Minute)
 	t.Cleanup(cancel3)
-	if err := chromedp.Run(ctx); err != nil {
+	if err := chromedp.Run(ctx); err != nil { // starts the browser: not under a step bound
 		t.Fatalf("start chromium: %v", err)
 	}
 	return ctx
@@ -300,7 +300,7 @@ func ownResource(t *testing.T, rec kap.StoredRecord) kap.ResourceRef {
 func text(ctx context.Context, t *testing.T, sel string) string {
 	t.Helper()
 	var s string
-	if err := chromedp.Run(ctx, chromedp.Text(sel, &s, chromedp.ByQuery)); err != nil {
+	if err := run(ctx, chromedp.Text(sel, &s, chromedp.ByQuery)); err != nil {
 		t.Fatalf("text of %s: %v", sel, err)
 	}
 	return s
@@ -312,7 +312,7 @@ func reloadUntil(ctx context.Context, t *testing.T, sel, want string, timeout ti
 	deadline := time.Now().Add(timeout)
 	for {
 		var s string
-		err := chromedp.Run(ctx, chromedp.Reload(), chromedp.WaitReady("body"), chromedp.Text(sel, &s, chromedp.ByQuery, chromedp.AtLeast(0)))
+		err := run(ctx, chromedp.Reload(), chromedp.WaitReady("body"), chromedp.Text(sel, &s, chromedp.ByQuery, chromedp.AtLeast(0)))
 		if err == nil && strings.Contains(s, want) {
 			return
 		}
@@ -345,7 +345,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Log in (by keyboard: type the key, press Enter).
 	var loc string
-	if err := chromedp.Run(ctx,
+	if err := run(ctx,
 		chromedp.Navigate(g.URL+"/admin/"),
 		chromedp.WaitVisible("#key", chromedp.ByID),
 		shot.take("login"),
@@ -357,7 +357,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if s := text(ctx, t, "#login-error"); !strings.Contains(s, "not an admin key") {
 		t.Fatalf("wrong key: %q", s)
 	}
-	if err := chromedp.Run(ctx,
+	if err := run(ctx,
 		chromedp.SendKeys("#key", adminKey+"\r", chromedp.ByID),
 		chromedp.WaitVisible("#target-ehr", chromedp.ByID),
 		chromedp.Location(&loc),
@@ -372,7 +372,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	// The session cookie is HttpOnly and SameSite=Strict.
 	var cookies []*cdpCookie
-	if err := chromedp.Run(ctx, getCookies(&cookies)); err != nil {
+	if err := run(ctx, getCookies(&cookies)); err != nil {
 		t.Fatal(err)
 	}
 	if len(cookies) != 1 || !cookies[0].HTTPOnly || cookies[0].SameSite != "Strict" || cookies[0].Path != "/admin" {
@@ -388,13 +388,13 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("the worker delivered %d records to the EHR, want at least 7", delivered)
 	}
 	reloadUntil(ctx, t, "#target-ehr .hour-delivered", fmt.Sprint(delivered), 30*time.Second)
-	if err := chromedp.Run(ctx, shot.take("overview")); err != nil {
+	if err := run(ctx, shot.take("overview")); err != nil {
 		t.Fatal(err)
 	}
 	// Keyboard: the first Tab lands on the skip link, which moves focus
 	// to the page's content.
 	var focused string
-	if err := chromedp.Run(ctx,
+	if err := run(ctx,
 		chromedp.KeyEvent(kb.Tab),
 		chromedp.Evaluate(`document.activeElement.className`, &focused),
 	); err != nil {
@@ -403,7 +403,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if focused != "skip" {
 		t.Fatalf("first Tab focuses %q, want the skip link", focused)
 	}
-	if err := chromedp.Run(ctx, chromedp.KeyEvent(kb.Enter), chromedp.Evaluate(`document.activeElement.id`, &focused)); err != nil {
+	if err := run(ctx, chromedp.KeyEvent(kb.Enter), chromedp.Evaluate(`document.activeElement.id`, &focused)); err != nil {
 		t.Fatal(err)
 	}
 	if focused != "main" {
@@ -427,7 +427,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if s := text(ctx, t, "#target-files h2"); strings.Contains(s, "failing") {
 		t.Fatalf("the NDJSON target is shown failing: %q", s)
 	}
-	if err := chromedp.Run(ctx, shot.take("overview-failing")); err != nil {
+	if err := run(ctx, shot.take("overview-failing")); err != nil {
 		t.Fatal(err)
 	}
 	own := ownResource(t, ds1)
@@ -438,7 +438,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	// The EHR is back; retry the first dead letter from the page.
 	g.Peer.Restart(t)
 	id1 := kap.MessageFor(ds1, "ehr", time.Time{}).ID
-	if err := chromedp.Run(ctx,
+	if err := run(ctx,
 		chromedp.Navigate(g.URL+"/admin/dead-letters"),
 		chromedp.WaitVisible("#dl-ehr", chromedp.ByID),
 		shot.take("dead-letters"),
@@ -448,7 +448,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if s := text(ctx, t, `#dl-ehr tr[data-id="`+id1+`"] .reason`); !strings.Contains(s, "could not be reached") && !strings.Contains(s, "attempts failed") {
 		t.Fatalf("reason not in words: %q", s)
 	}
-	if err := chromedp.Run(ctx,
+	if err := run(ctx,
 		chromedp.Click(`#dl-ehr tr[data-id="`+id1+`"] button.retry`, chromedp.ByQuery),
 		chromedp.WaitVisible(".flash", chromedp.ByQuery),
 	); err != nil {
@@ -458,21 +458,21 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("flash after retry: %q", s)
 	}
 	// ... and see it delivered: the trace says so, and the EHR has it.
-	if err := chromedp.Run(ctx, chromedp.Navigate(g.URL+"/admin/records/DosingSession/"+ds1.ID)); err != nil {
+	if err := run(ctx, chromedp.Navigate(g.URL+"/admin/records/DosingSession/"+ds1.ID)); err != nil {
 		t.Fatal(err)
 	}
 	reloadUntil(ctx, t, "main", "ehr: delivered", 90*time.Second)
 	if n := g.Peer.Count(t, own.Type, own.System, own.Value); n != 1 {
 		t.Fatalf("%s at the EHR after the retry: %d", own.Type, n)
 	}
-	if err := chromedp.Run(ctx, shot.take("trace")); err != nil {
+	if err := run(ctx, shot.take("trace")); err != nil {
 		t.Fatal(err)
 	}
 
 	// Discard the integration session's dead letter with a reason.
 	idIS := kap.MessageFor(is1, "ehr", time.Time{}).ID
 	row := `#dl-ehr tr[data-id="` + idIS + `"]`
-	if err := chromedp.Run(ctx,
+	if err := run(ctx,
 		chromedp.Navigate(g.URL+"/admin/dead-letters"),
 		chromedp.WaitVisible(row, chromedp.ByQuery),
 		chromedp.Click(row+" details.discard summary", chromedp.ByQuery),
@@ -484,7 +484,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	var rows int
-	if err := chromedp.Run(ctx, chromedp.Evaluate(`document.querySelectorAll('#dl-ehr tr.dl').length`, &rows)); err != nil {
+	if err := run(ctx, chromedp.Evaluate(`document.querySelectorAll('#dl-ehr tr.dl').length`, &rows)); err != nil {
 		t.Fatal(err)
 	}
 	if rows != 1 {
@@ -499,7 +499,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// Retry all the rest for the target, with progress shown.
-	if err := chromedp.Run(ctx,
+	if err := run(ctx,
 		chromedp.Click("#retry-all-ehr", chromedp.ByID),
 		chromedp.WaitVisible("#progress", chromedp.ByID),
 	); err != nil {
@@ -509,7 +509,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	if s := text(ctx, t, "#job-done") + "/" + text(ctx, t, "#job-total"); s != "1/1" {
 		t.Fatalf("progress %s", s)
 	}
-	if err := chromedp.Run(ctx, shot.take("retry-all")); err != nil {
+	if err := run(ctx, shot.take("retry-all")); err != nil {
 		t.Fatal(err)
 	}
 	own2 := ownResource(t, ds2)
@@ -518,7 +518,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	})
 
 	// Deliveries: the search is a POST; the client id never enters the URL.
-	if err := chromedp.Run(ctx,
+	if err := run(ctx,
 		chromedp.Navigate(g.URL+"/admin/deliveries"),
 		chromedp.WaitVisible("#client", chromedp.ByID),
 		chromedp.SendKeys("#client", "c001", chromedp.ByID),
@@ -538,7 +538,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// Targets: connection test against the running EHR.
-	if err := chromedp.Run(ctx,
+	if err := run(ctx,
 		chromedp.Navigate(g.URL+"/admin/targets"),
 		chromedp.Click("#test-ehr", chromedp.ByID),
 		chromedp.WaitVisible("#test-result-ehr", chromedp.ByID),
@@ -555,7 +555,7 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	// Mapping preview of a record with an error: the field is named.
 	bad := `{"kind":"Client","id":"c-preview","name":{"family":"Example","given":["Pat"]},"birthDate":"1984-13-45","gender":"female"}`
-	if err := chromedp.Run(ctx,
+	if err := run(ctx,
 		chromedp.Navigate(g.URL+"/admin/mapping"),
 		chromedp.WaitVisible("#record", chromedp.ByID),
 		chromedp.SetValue("#record", bad, chromedp.ByID),
@@ -569,7 +569,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("the issue does not name the field: %q", s)
 	}
 	good, _ := os.ReadFile(filepath.Join("..", "..", "testdata", "kap", "16-dosing-c001-1.json"))
-	if err := chromedp.Run(ctx,
+	if err := run(ctx,
 		chromedp.SetValue("#record", string(good), chromedp.ByID),
 		chromedp.Click("#preview", chromedp.ByID),
 		chromedp.WaitVisible("#bundle", chromedp.ByID),
@@ -595,7 +595,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatal(err)
 	}
 	row = `#unknown-ehr tr.unk[data-identifier="` + lost.Identifier + `"]`
-	if err := chromedp.Run(ctx,
+	if err := run(ctx,
 		chromedp.Navigate(g.URL+"/admin/unknown"), chromedp.WaitVisible(row, chromedp.ByQuery), shot.take("unknown"),
 		chromedp.Click(row+" button.resolve", chromedp.ByQuery),
 		chromedp.WaitVisible(".flash", chromedp.ByQuery),
@@ -609,7 +609,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("ledger after resolve: %+v %v (before %+v)", e, err, before)
 	}
 	var left int
-	if err := chromedp.Run(ctx, chromedp.Evaluate(`document.querySelectorAll('#unknown-ehr tr.unk[data-identifier="`+lost.Identifier+`"]').length`, &left)); err != nil {
+	if err := run(ctx, chromedp.Evaluate(`document.querySelectorAll('#unknown-ehr tr.unk[data-identifier="`+lost.Identifier+`"]').length`, &left)); err != nil {
 		t.Fatal(err)
 	}
 	if left != 0 {
@@ -617,7 +617,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// Keys: the gateway's JWKS with the key in use.
-	if err := chromedp.Run(ctx,
+	if err := run(ctx,
 		chromedp.Navigate(g.URL+"/admin/keys"), chromedp.WaitVisible("#keys", chromedp.ByID), shot.take("keys"),
 	); err != nil {
 		t.Fatal(err)
@@ -630,7 +630,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	var unlabelled []string
 	for _, p := range []string{"/admin/deliveries", "/admin/dead-letters", "/admin/mapping", "/admin/targets"} {
 		var u []string
-		if err := chromedp.Run(ctx, chromedp.Navigate(g.URL+p), chromedp.WaitReady("main"), chromedp.Evaluate(`
+		if err := run(ctx, chromedp.Navigate(g.URL+p), chromedp.WaitReady("main"), chromedp.Evaluate(`
 			Array.from(document.querySelectorAll('input:not([type=hidden]),select,textarea'))
 			  .filter(e => !(e.id && document.querySelector('label[for="'+e.id+'"]')) && !e.getAttribute('aria-label'))
 			  .map(e => e.name)`, &u)); err != nil {
@@ -643,7 +643,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 
 	// Sign out: the old cookie no longer opens the console.
-	if err := chromedp.Run(ctx,
+	if err := run(ctx,
 		chromedp.Navigate(g.URL+"/admin/"),
 		chromedp.Click(".logout button", chromedp.ByQuery),
 		chromedp.WaitVisible("#key", chromedp.ByID),
@@ -661,7 +661,7 @@ func waitText(ctx context.Context, t *testing.T, sel, want string, timeout time.
 	deadline := time.Now().Add(timeout)
 	for {
 		var s string
-		err := chromedp.Run(ctx, chromedp.Text(sel, &s, chromedp.ByQuery))
+		err := run(ctx, chromedp.Text(sel, &s, chromedp.ByQuery))
 		if err == nil && strings.Contains(s, want) {
 			return
 		}
@@ -700,4 +700,12 @@ func networkGetCookies(ctx context.Context) ([]*cdpCookie, error) {
 		out = append(out, &cdpCookie{Name: c.Name, Path: c.Path, SameSite: string(c.SameSite), HTTPOnly: c.HTTPOnly, Secure: c.Secure})
 	}
 	return out, nil
+}
+
+// run runs browser actions with a bound of its own, so a page that never
+// shows what a step waits for fails the step instead of hanging the test.
+func run(ctx context.Context, actions ...chromedp.Action) error {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	return chromedp.Run(ctx, actions...)
 }
