@@ -27,6 +27,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -89,7 +90,26 @@ type msgInfo struct {
 }
 
 type fieldInfo struct {
-	json, ext string // JSON name and "_" + JSON name
+	json, ext string                    // JSON name and "_" + JSON name
+	msg       atomic.Pointer[msgInfo]   // of the field's message type
+	choice    atomic.Pointer[choiceKey] // a choice type's value field: its keys
+}
+
+// choiceKey is the JSON name of a choice value ("valueQuantity") for the
+// field holding the choice ("value").
+type choiceKey struct {
+	outer    protoreflect.Name
+	key, ext string
+}
+
+// info returns the msgInfo of field f's message type.
+func (fi *fieldInfo) info(f protoreflect.FieldDescriptor) *msgInfo {
+	if p := fi.msg.Load(); p != nil {
+		return p
+	}
+	p := infoOf(f.Message())
+	fi.msg.Store(p)
+	return p
 }
 
 var infoCache sync.Map // protoreflect.FullName -> *msgInfo
@@ -109,7 +129,7 @@ func buildInfo(d protoreflect.MessageDescriptor) *msgInfo {
 	in.fields = make([]fieldInfo, fs.Len())
 	for i := 0; i < fs.Len(); i++ {
 		j := fs.Get(i).JSONName()
-		in.fields[i] = fieldInfo{json: j, ext: "_" + j}
+		in.fields[i].json, in.fields[i].ext = j, "_"+j
 	}
 	sdk, _ := proto.GetExtension(opts, apb.E_StructureDefinitionKind).(apb.StructureDefinitionKindValue)
 	isChoice, _ := proto.GetExtension(opts, apb.E_IsChoiceType).(bool)
@@ -283,7 +303,7 @@ func (e *encoder) object(pb protoreflect.Message, in *msgInfo, resourceType bool
 			err = fallback("non-message or map field")
 			return false
 		}
-		fi := in.fields[f.Index()]
+		fi := &in.fields[f.Index()]
 		switch f.Cardinality() {
 		case protoreflect.Optional:
 			err = e.collectSingle(fi, f, v.Message())
@@ -321,8 +341,8 @@ func (e *encoder) object(pb protoreflect.Message, in *msgInfo, resourceType bool
 	return nil
 }
 
-func (e *encoder) collectSingle(fi fieldInfo, f protoreflect.FieldDescriptor, pb protoreflect.Message) error {
-	in := infoOf(pb.Descriptor())
+func (e *encoder) collectSingle(fi *fieldInfo, f protoreflect.FieldDescriptor, pb protoreflect.Message) error {
+	in := fi.info(f)
 	key, extKey := fi.json, fi.ext
 	if in.kind == kindChoice {
 		if !in.choiceOK {
@@ -332,11 +352,17 @@ func (e *encoder) collectSingle(fi fieldInfo, f protoreflect.FieldDescriptor, pb
 		if fd == nil || fd.Message() == nil {
 			return fallback("choice unset")
 		}
-		key = choiceName(f.Name(), fd)
-		extKey = "_" + key
+		vi := &in.fields[fd.Index()]
+		ck := vi.choice.Load()
+		if ck == nil || ck.outer != f.Name() {
+			ck = &choiceKey{outer: f.Name(), key: choiceName(f.Name(), fd)}
+			ck.ext = "_" + ck.key
+			vi.choice.Store(ck)
+		}
+		key, extKey = ck.key, ck.ext
 		f = fd
 		pb = pb.Get(fd).Message()
-		in = infoOf(pb.Descriptor())
+		in = vi.info(fd)
 	}
 	if in.kind == kindPrimitive {
 		isNil, hasExt, err := primState(pb, in)
@@ -355,11 +381,11 @@ func (e *encoder) collectSingle(fi fieldInfo, f protoreflect.FieldDescriptor, pb
 	return nil
 }
 
-func (e *encoder) collectList(fi fieldInfo, f protoreflect.FieldDescriptor, l protoreflect.List) error {
+func (e *encoder) collectList(fi *fieldInfo, f protoreflect.FieldDescriptor, l protoreflect.List) error {
 	if l.Len() == 0 {
 		return nil
 	}
-	in := infoOf(f.Message())
+	in := fi.info(f)
 	if in.kind != kindPrimitive {
 		e.members = append(e.members, member{key: fi.json, what: wMsgList, f: f, l: l, info: in})
 		return nil
@@ -644,18 +670,10 @@ func jsonNumber(s string) bool {
 	return i == len(s)
 }
 
-var choiceNames sync.Map // string -> string
-
 // choiceName is jsonformat's JSON name of a choice field value:
 // SnakeToLowerCamel(field + "_" + CamelToSnake(oneof field JSON name)).
 func choiceName(field protoreflect.Name, fd protoreflect.FieldDescriptor) string {
-	k := string(field) + "\x00" + string(fd.FullName())
-	if v, ok := choiceNames.Load(k); ok {
-		return v.(string)
-	}
-	n := snakeToLowerCamel(string(field) + "_" + camelToSnake(fd.JSONName()))
-	choiceNames.Store(k, n)
-	return n
+	return snakeToLowerCamel(string(field) + "_" + camelToSnake(fd.JSONName()))
 }
 
 func camelToSnake(camelCase string) string {
