@@ -210,6 +210,7 @@ func checkDockerfile(t *testing.T, path string) {
 	}
 	s := regexp.MustCompile(`\\\n\s*`).ReplaceAllString(string(b), " ")
 	var from, user, expose, entry, volume string
+	var froms []string
 	copies := map[string]bool{}
 	env := map[string]string{}
 	for _, line := range strings.Split(s, "\n") {
@@ -220,6 +221,7 @@ func checkDockerfile(t *testing.T, path string) {
 		switch strings.ToUpper(f[0]) {
 		case "FROM":
 			from = f[1]
+			froms = append(froms, f[1])
 		case "USER":
 			user = f[1]
 		case "EXPOSE":
@@ -237,6 +239,12 @@ func checkDockerfile(t *testing.T, path string) {
 				}
 			}
 		}
+	}
+	// The build stage's Go is the go.mod's go version (major.minor).
+	gomod, _ := os.ReadFile(filepath.Join(rootDir, "go.mod"))
+	if m := regexp.MustCompile(`(?m)^go (\d+\.\d+)`).FindSubmatch(gomod); m == nil ||
+		len(froms) < 2 || !strings.HasPrefix(froms[0], "golang:"+string(m[1])) {
+		t.Errorf("Dockerfile: the build stage %v does not use the Go of go.mod", froms)
 	}
 	if !strings.Contains(from, "distroless") && from != "scratch" {
 		t.Errorf("Dockerfile: runtime image %q is neither distroless nor scratch", from)
