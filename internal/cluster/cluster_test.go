@@ -210,7 +210,9 @@ func run(t *testing.T, sc scenario) {
 	sub.run(ctx, seqs, 16, func(n int64) {
 		if n >= killAt {
 			killOnce.Do(func() {
+				failoverDone.Add(1)
 				go func() {
+					defer failoverDone.Done()
 					w1.Kill9()
 					api1.Kill9()
 					t.Logf("kill -9 %s and %s after %d of %d POSTs (%v)", w1.Name, api1.Name, n, totalPosts, time.Since(subStart).Round(time.Millisecond))
