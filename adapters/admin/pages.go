@@ -576,7 +576,7 @@ func (c *Console) resolve(w http.ResponseWriter, r *http.Request, s *session) {
 		c.fail(w, r, s, http.StatusUnprocessableEntity, "Only FHIR targets can be read back.")
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(r.Context(), 20*time.Second) // under the API's 30 s request timeout
 	defer cancel()
 	ids, err := c.searchTarget(ctx, t, key.ResourceType, key.Identifier)
 	if err != nil {
