@@ -70,6 +70,12 @@ func ClaimAnswerKey(tenant, claimID string) string {
 	return "payer/claim/" + tenant + "/" + claimID
 }
 
+// PreAuthAnswerKey is the Cache key of what a payer answered to the prior
+// authorisation request (Da Vinci PAS) of a claim (a JSON PayerAnswer).
+func PreAuthAnswerKey(tenant, claimID string) string {
+	return "payer/preauth/" + tenant + "/" + claimID
+}
+
 // ScreeningKey is the Cache key of a client's last screening pull (JSON
 // ScreeningHints).
 func ScreeningKey(tenant, clientID string) string {
@@ -89,12 +95,20 @@ type PayerAnswer struct {
 	SubmittedAt    time.Time `json:"submittedAt"`
 	// ResponseType is ClaimResponse or CoverageEligibilityResponse when the
 	// payer answered; Response is that resource as the payer sent it.
-	ResponseType string             `json:"responseType,omitempty"`
-	ResponseID   string             `json:"responseId,omitempty"`
-	Response     json.RawMessage    `json:"response,omitempty"`
-	Outcome      string             `json:"outcome,omitempty"` // the response's outcome (queued, complete, error, partial)
-	Eligibility  *EligibilityResult `json:"eligibility,omitempty"`
+	ResponseType string          `json:"responseType,omitempty"`
+	ResponseID   string          `json:"responseId,omitempty"`
+	Response     json.RawMessage `json:"response,omitempty"`
+	Outcome      string          `json:"outcome,omitempty"` // the response's outcome (queued, complete, error, partial)
+	// PreAuthRef is the prior-authorisation reference a payer's answer to
+	// a Da Vinci PAS request gave (ClaimResponse.preAuthRef).
+	PreAuthRef  string             `json:"preAuthRef,omitempty"`
+	Eligibility *EligibilityResult `json:"eligibility,omitempty"`
 	// Pending says the payer has stored the request and not answered yet
 	// (a server that generates no response, or an asynchronous payer).
 	Pending bool `json:"pending"`
 }
+
+// MessagePreAuth is the outbox message kind of a Da Vinci PAS prior
+// authorisation request: a collection Bundle (the Claim, use
+// preauthorization, first) that a payer target POSTs to Claim/$submit.
+const MessagePreAuth = "ClaimPreAuthorization"

@@ -19,6 +19,10 @@ import (
 	"github.com/google/uuid"
 	"google.golang.org/protobuf/proto"
 
+	cpb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/codes_go_proto"
+	dpb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/datatypes_go_proto"
+	claimpb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/resources/claim_go_proto"
+
 	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/fhir"
 	"github.com/kapbridge/kap/mapping"
@@ -46,7 +50,15 @@ type ClaimAnswer struct {
 	// Answer is what the payer did with an earlier submission of this
 	// claim, when known.
 	Answer *kap.PayerAnswer `json:"answer,omitempty"`
+	// PreAuth is what the payer answered to the prior authorisation
+	// request (Da Vinci PAS $submit) of this claim, when known; its
+	// preAuthRef goes on the claim.
+	PreAuth *kap.PayerAnswer `json:"preAuth,omitempty"`
 }
+
+// KindPreAuth is the outbox message kind of a Da Vinci PAS prior
+// authorisation request (a collection Bundle for Claim/$submit).
+const KindPreAuth = kap.MessagePreAuth
 
 // Submission is a claim or eligibility request queued for a payer target.
 type Submission struct {
@@ -266,6 +278,12 @@ func (s *server) claimOp(c *gin.Context) {
 		s.fail(c, badQuery("submit", "must be true or false"))
 		return
 	}
+	use := c.DefaultQuery("use", "claim")
+	if use != "claim" && use != "preauthorization" {
+		s.fail(c, badQuery("use", "must be claim or preauthorization"))
+		return
+	}
+	preauth := use == "preauthorization"
 	tenant, ctx := c.GetString(ctxTenant), c.Request.Context()
 	m := s.mappers[tenant]
 	if m == nil {
@@ -318,6 +336,11 @@ func (s *server) claimOp(c *gin.Context) {
 	if in.Coverage != nil && in.Coverage.Eligibility != nil {
 		in.PreAuthRef = in.Coverage.Eligibility.PreAuthRef
 	}
+	// The claim id is the session id (BuildClaim's default).
+	pa := s.payerAnswer(ctx, kap.PreAuthAnswerKey(tenant, rec.RecordID()))
+	if pa != nil && pa.PreAuthRef != "" && !preauth {
+		in.PreAuthRef = pa.PreAuthRef
+	}
 	claim, err := kap.BuildClaim(in, profile)
 	if err != nil {
 		s.fail(c, err)
@@ -329,12 +352,39 @@ func (s *server) claimOp(c *gin.Context) {
 		ans.Preflight = []kap.PreflightIssue{}
 	}
 	ans.Answer = s.payerAnswer(ctx, kap.ClaimAnswerKey(tenant, claim.ID))
+	ans.PreAuth = pa
+	if preauth {
+		// Prior authorisation is asked for precisely because it is
+		// missing; the services must be ones the profile wants it for.
+		var keep []kap.PreflightIssue
+		for _, p := range ans.Preflight {
+			if p.Rule != kap.RulePriorAuthRequired {
+				keep = append(keep, p)
+			}
+		}
+		ans.Preflight = keep
+		if ans.Preflight == nil {
+			ans.Preflight = []kap.PreflightIssue{}
+		}
+		needs := false
+		for _, l := range claim.Lines {
+			needs = needs || slices.Contains(profile.PriorAuth, l.Code)
+		}
+		if !needs {
+			ans.Preflight = append(ans.Preflight, kap.PreflightIssue{Rule: kap.RulePriorAuthRequired, Path: "lines",
+				Message: "the " + profile.ID + " payer profile asks no prior authorisation for these services"})
+		}
+	}
 	var fclaim proto.Message
 	if in.Coverage != nil {
 		cl, err := m.MapClaim(claim, mapping.ClaimInput{Coverage: in.Coverage, Created: s.cfg.Now()})
 		if err != nil {
 			s.fail(c, err)
 			return
+		}
+		if preauth {
+			cl.Use = &claimpb.Claim_UseCode{Value: cpb.UseCode_PREAUTHORIZATION}
+			cl.Identifier = []*dpb.Identifier{fhir.Identifier(m.System("Claim"), "preauth/"+claim.ID)}
 		}
 		fclaim = cl
 		if ans.Resource, err = s.cfg.Codec.Marshal(cl); err != nil {
@@ -359,8 +409,12 @@ func (s *server) claimOp(c *gin.Context) {
 		s.fail(c, err)
 		return
 	}
-	msg, err := s.payerMessage(ctx, tenant, target, m, client, in.Coverage, claimProviders(claim), "Claim", claim.ID,
-		fclaim, "claim/"+claim.ID, claim)
+	mkind, value := "Claim", "claim/"+claim.ID
+	if preauth {
+		mkind, value = KindPreAuth, "preauth/"+claim.ID
+	}
+	msg, err := s.payerMessage(ctx, tenant, target, m, client, in.Coverage, claimProviders(claim), mkind, claim.ID,
+		fclaim, value, claim)
 	if err != nil {
 		s.fail(c, err)
 		return
@@ -387,8 +441,13 @@ func claimProviders(c *kap.Claim) []string {
 // Bundles) and the request itself, keyed by its business identifier. The
 // message id carries a hash of the content: the same submission is queued
 // once, a corrected one again (and updates the same resource at the payer).
+//
+// A prior authorisation request (kind KindPreAuth) is a Da Vinci PAS
+// request Bundle instead: type collection, the Claim first, then the
+// resources it references, which it references by their fullUrls.
 func (s *server) payerMessage(ctx context.Context, tenant, target string, m *mapping.Mapper, clientID string,
-	cov *kap.Coverage, providers []string, resourceType, recordID string, res proto.Message, value string, record any) (kap.OutboxMessage, error) {
+	cov *kap.Coverage, providers []string, kind, recordID string, res proto.Message, value string, record any) (kap.OutboxMessage, error) {
+	resourceType := fhir.ResourceType(res)
 	var entries []any
 	add := func(kind kap.Kind, id string) error {
 		sr, err := s.cfg.Store.Records().Get(ctx, tenant, string(kind), id)
@@ -429,12 +488,24 @@ func (s *server) payerMessage(ctx context.Context, tenant, target string, m *map
 	}
 	sys := m.System(resourceType)
 	url := fhir.ConditionalRef(resourceType, sys, value)
-	entries = append(entries, map[string]any{
+	own := map[string]any{
 		"fullUrl":  "urn:uuid:" + uuid.NewSHA1(uuid.NameSpaceURL, []byte(sys+"|"+value)).String(),
 		"resource": json.RawMessage(rj),
 		"request":  map[string]any{"method": "PUT", "url": url},
-	})
-	bundle, err := json.Marshal(map[string]any{"resourceType": "Bundle", "type": "transaction", "entry": entries})
+	}
+	entries = append(entries, own)
+	btype := "transaction"
+	var bentries []any
+	if kind == KindPreAuth {
+		btype = "collection"
+		var err error
+		if bentries, err = pasEntries(entries); err != nil {
+			return kap.OutboxMessage{}, err
+		}
+	} else {
+		bentries = entries
+	}
+	bundle, err := json.Marshal(map[string]any{"resourceType": "Bundle", "type": btype, "entry": bentries})
 	if err != nil {
 		return kap.OutboxMessage{}, err
 	}
@@ -455,13 +526,63 @@ func (s *server) payerMessage(ctx context.Context, tenant, target string, m *map
 		return kap.OutboxMessage{}, err
 	}
 	// The hash leaves out what changes with every call (created).
-	sum := sha256.Sum256(append(append([]byte(resourceType+"|"+recordID+"|"), recJSON...), stripCreated(bundle)...))
+	sum := sha256.Sum256(append(append([]byte(kind+"|"+recordID+"|"), recJSON...), stripCreated(bundle)...))
 	return kap.OutboxMessage{
-		ID:     strings.ToLower(resourceType) + "/" + recordID + "/" + hex.EncodeToString(sum[:8]),
+		ID:     strings.ToLower(kind) + "/" + recordID + "/" + hex.EncodeToString(sum[:8]),
 		Tenant: tenant, Target: target, ClientID: clientID,
-		Kind: resourceType, RecordID: recordID, Version: 1,
+		Kind: kind, RecordID: recordID, Version: 1,
 		Record: recJSON, Bundle: bundle, Resources: refs, EnqueuedAt: s.cfg.Now(),
 	}, nil
+}
+
+// pasEntries turns the transaction entries (the request last) into the
+// entries of a PAS request Bundle: the request first, no request elements,
+// the request's conditional references to the other entries replaced by
+// their fullUrls, and those to resources outside the Bundle by logical
+// references (type and identifier).
+func pasEntries(entries []any) ([]any, error) {
+	byURL := map[string]string{}
+	var out []any
+	for _, e := range entries[:len(entries)-1] {
+		em := e.(map[string]any)
+		r, _ := em["request"].(map[string]any)
+		if u, _ := r["url"].(string); u != "" {
+			byURL[u], _ = em["fullUrl"].(string)
+		}
+		out = append(out, map[string]any{"fullUrl": em["fullUrl"], "resource": em["resource"]})
+	}
+	last := entries[len(entries)-1].(map[string]any)
+	var res any
+	if err := json.Unmarshal(last["resource"].(json.RawMessage), &res); err != nil {
+		return nil, kap.Errorf(kap.EINTERNAL, "the request does not decode")
+	}
+	var walk func(any)
+	walk = func(x any) {
+		switch x := x.(type) {
+		case map[string]any:
+			if ref, ok := x["reference"].(string); ok {
+				if full := byURL[ref]; full != "" {
+					x["reference"] = full
+				} else if typ, sys, val, ok := fhir.ParseConditionalRef(ref); ok {
+					// Not in the Bundle (the session's Encounter, a
+					// clinical record the payer does not get): a logical
+					// reference by identifier.
+					delete(x, "reference")
+					x["type"] = typ
+					x["identifier"] = map[string]any{"system": sys, "value": val}
+				}
+			}
+			for _, y := range x {
+				walk(y)
+			}
+		case []any:
+			for _, y := range x {
+				walk(y)
+			}
+		}
+	}
+	walk(res)
+	return append([]any{map[string]any{"fullUrl": last["fullUrl"], "resource": res}}, out...), nil
 }
 
 // stripCreated removes the "created" timestamps from a Bundle's JSON for

@@ -12,6 +12,7 @@
 package payer
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
@@ -31,6 +33,7 @@ import (
 const (
 	KindClaim       = "Claim"
 	KindEligibility = "CoverageEligibilityRequest"
+	KindPreAuth     = kap.MessagePreAuth
 )
 
 // Options configure a Sender.
@@ -85,7 +88,7 @@ func (s *Sender) Target() string { return s.o.Name }
 // takes reports whether a payer receives messages of the kind.
 func takes(kind string) bool {
 	switch kind {
-	case KindClaim, KindEligibility, string(kap.KindClient), string(kap.KindCoverage), string(kap.KindProvider):
+	case KindClaim, KindEligibility, KindPreAuth, string(kap.KindClient), string(kap.KindCoverage), string(kap.KindProvider):
 		return true
 	}
 	return false
@@ -103,6 +106,9 @@ func (s *Sender) Send(ctx context.Context, msg kap.OutboxMessage) (kap.SendResul
 				Reason: "a payer target takes claims, coverage and eligibility requests only (minimum necessary)"})
 		}
 		return res, nil
+	}
+	if msg.Kind == KindPreAuth {
+		return s.sendPreAuth(ctx, msg)
 	}
 	res, err := s.o.Writer.Send(ctx, msg)
 	if err != nil || (msg.Kind != KindClaim && msg.Kind != KindEligibility) {
@@ -173,11 +179,13 @@ func (s *Sender) readAnswer(ctx context.Context, a *kap.PayerAnswer) error {
 			ResourceType string `json:"resourceType"`
 			ID           string `json:"id"`
 			Outcome      string `json:"outcome"`
+			PreAuthRef   string `json:"preAuthRef"`
 		}
 		if json.Unmarshal(e.Resource, &head) != nil || head.ResourceType != rt {
 			continue
 		}
 		a.ResponseType, a.ResponseID, a.Response, a.Outcome, a.Pending = rt, head.ID, e.Resource, head.Outcome, false
+		a.PreAuthRef = head.PreAuthRef
 		if rt == "CoverageEligibilityResponse" {
 			cr, err := s.o.Codec.Unmarshal(e.Resource)
 			if err != nil {
@@ -190,4 +198,160 @@ func (s *Sender) readAnswer(ctx context.Context, a *kap.PayerAnswer) error {
 		return nil
 	}
 	return nil
+}
+
+// sendPreAuth submits a Da Vinci PAS request Bundle to Claim/$submit. The
+// operation is a POST: before sending, the payer is searched for the
+// request's Claim by its identifier, so a submission whose answer was lost
+// is not sent again but resolved (its ClaimResponse is read instead). The
+// payer's ClaimResponse (outcome, preAuthRef) is kept under
+// kap.PreAuthAnswerKey.
+func (s *Sender) sendPreAuth(ctx context.Context, msg kap.OutboxMessage) (kap.SendResult, error) {
+	var b struct {
+		Type  string `json:"type"`
+		Entry []struct {
+			Resource struct {
+				ResourceType string `json:"resourceType"`
+				Identifier   []struct {
+					System string `json:"system"`
+					Value  string `json:"value"`
+				} `json:"identifier"`
+			} `json:"resource"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal(msg.Bundle, &b); err != nil || b.Type != "collection" || len(b.Entry) == 0 ||
+		b.Entry[0].Resource.ResourceType != "Claim" || len(b.Entry[0].Resource.Identifier) == 0 {
+		return kap.SendResult{}, &kap.SendError{Kind: kap.SendPermanent, Err: fmt.Errorf("not a PAS request Bundle with an identified Claim first")}
+	}
+	id0 := b.Entry[0].Resource.Identifier[0]
+	key := kap.LedgerKey{Tenant: msg.Tenant, Target: s.o.Name, ResourceType: "Claim", Identifier: id0.System + "|" + id0.Value}
+	a := kap.PayerAnswer{Target: s.o.Name, RequestType: "Claim", SubmittedAt: s.o.Now(), Pending: true}
+	claimID, version, err := s.findClaim(ctx, id0.System, id0.Value)
+	if err != nil {
+		return kap.SendResult{}, err
+	}
+	status := 0
+	if claimID == "" {
+		r, err := http.NewRequestWithContext(ctx, http.MethodPost, s.o.BaseURL+"/Claim/$submit", bytes.NewReader(msg.Bundle))
+		if err != nil {
+			return kap.SendResult{}, err
+		}
+		r.Header.Set("Content-Type", "application/fhir+json")
+		r.Header.Set("Accept", "application/fhir+json")
+		resp, err := s.o.Client.Do(r)
+		if err != nil {
+			// Sent, maybe received: the next attempt searches first.
+			return kap.SendResult{}, &kap.SendError{Kind: kap.SendUnknown, Resources: []kap.LedgerEntry{{LedgerKey: key, State: kap.LedgerUnknown}},
+				Err: fmt.Errorf("Claim/$submit: no answer")}
+		}
+		body, rerr := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+		resp.Body.Close()
+		status = resp.StatusCode
+		switch {
+		case rerr != nil:
+			return kap.SendResult{}, &kap.SendError{Kind: kap.SendUnknown, Status: status, Err: fmt.Errorf("Claim/$submit: the answer was cut off")}
+		case status == 408 || status == 425 || status == 429 || status >= 500:
+			return kap.SendResult{}, &kap.SendError{Kind: kap.SendTransient, Status: status, RetryAfter: retryAfter(resp.Header.Get("Retry-After")),
+				Err: fmt.Errorf("Claim/$submit")}
+		case status < 200 || status > 299:
+			var oo json.RawMessage
+			if json.Valid(body) && bytes.Contains(body, []byte(`"OperationOutcome"`)) {
+				oo = body
+			}
+			return kap.SendResult{}, &kap.SendError{Kind: kap.SendPermanent, Status: status, OperationOutcome: oo, Err: fmt.Errorf("Claim/$submit refused")}
+		}
+		var rb struct {
+			Entry []struct {
+				Resource json.RawMessage `json:"resource"`
+			} `json:"entry"`
+		}
+		if json.Unmarshal(body, &rb) == nil {
+			for _, e := range rb.Entry {
+				var head struct {
+					ResourceType string `json:"resourceType"`
+					ID           string `json:"id"`
+					Outcome      string `json:"outcome"`
+					PreAuthRef   string `json:"preAuthRef"`
+				}
+				if json.Unmarshal(e.Resource, &head) == nil && head.ResourceType == "ClaimResponse" {
+					a.ResponseType, a.ResponseID, a.Response, a.Outcome, a.PreAuthRef, a.Pending =
+						head.ResourceType, head.ID, e.Resource, head.Outcome, head.PreAuthRef, false
+				}
+			}
+		}
+		if claimID, version, err = s.findClaim(ctx, id0.System, id0.Value); err != nil {
+			s.o.Logger.Warn("PAS claim not found after $submit", "target", s.o.Name, "error", err.Error())
+		}
+	}
+	a.RequestID, a.RequestVersion = claimID, version
+	if a.Pending && claimID != "" {
+		if rerr := s.readAnswer(ctx, &a); rerr != nil {
+			s.o.Logger.Warn("payer answer not read", "target", s.o.Name, "kind", msg.Kind, "error", rerr.Error())
+		}
+	}
+	raw, _ := json.Marshal(a)
+	if err := s.o.Cache.Set(ctx, kap.PreAuthAnswerKey(msg.Tenant, msg.RecordID), raw, kap.PayerAnswerTTL); err != nil {
+		return kap.SendResult{}, fmt.Errorf("payer %s: keep the answer: %w", s.o.Name, err)
+	}
+	st := kap.LedgerConfirmed
+	if claimID == "" {
+		st = kap.LedgerSent
+	}
+	return kap.SendResult{Status: status, Resources: []kap.LedgerEntry{{LedgerKey: key, TargetID: claimID, VersionID: version, State: st}}}, nil
+}
+
+// findClaim searches the payer for the Claim with the identifier ("" when
+// there is none). Errors are transient.
+func (s *Sender) findClaim(ctx context.Context, system, value string) (id, version string, err error) {
+	q := url.Values{"identifier": {system + "|" + value}}
+	r, err := http.NewRequestWithContext(ctx, http.MethodGet, s.o.BaseURL+"/Claim?"+q.Encode(), nil)
+	if err != nil {
+		return "", "", err
+	}
+	r.Header.Set("Accept", "application/fhir+json")
+	resp, err := s.o.Client.Do(r)
+	if err != nil {
+		return "", "", &kap.SendError{Kind: kap.SendTransient, Err: fmt.Errorf("search Claim: no answer")}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
+	if err != nil || resp.StatusCode != http.StatusOK {
+		return "", "", &kap.SendError{Kind: kap.SendTransient, Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After")),
+			Err: fmt.Errorf("search Claim")}
+	}
+	var b struct {
+		Entry []struct {
+			Resource struct {
+				ResourceType string `json:"resourceType"`
+				ID           string `json:"id"`
+				Meta         struct {
+					VersionID string `json:"versionId"`
+				} `json:"meta"`
+			} `json:"resource"`
+		} `json:"entry"`
+	}
+	if err := json.Unmarshal(body, &b); err != nil {
+		return "", "", &kap.SendError{Kind: kap.SendTransient, Err: fmt.Errorf("search Claim: not a Bundle")}
+	}
+	var ids []string
+	for _, e := range b.Entry {
+		if e.Resource.ResourceType == "Claim" {
+			ids = append(ids, e.Resource.ID)
+			id, version = e.Resource.ID, e.Resource.Meta.VersionID
+		}
+	}
+	if len(ids) > 1 {
+		return "", "", &kap.SendError{Kind: kap.SendPermanent, Err: fmt.Errorf("the payer holds %d Claims with the identifier", len(ids))}
+	}
+	return id, version, nil
+}
+
+// retryAfter reads a Retry-After in seconds (capped at a minute; 0 if
+// absent or an HTTP-date).
+func retryAfter(v string) time.Duration {
+	n, err := strconv.Atoi(strings.TrimSpace(v))
+	if err != nil || n < 0 {
+		return 0
+	}
+	return min(time.Duration(n)*time.Second, time.Minute)
 }

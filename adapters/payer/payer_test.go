@@ -47,7 +47,7 @@ func TestClaimExactlyOnceUnderFaults(t *testing.T) {
 	}
 
 	srv.Fail503(0, 30, 0)
-	srv.Drop(0, 15)
+	srv.Drop(2, 15)
 	srv.Fail429(3, 0)
 	sent, notSent, kinds := 0, 0, map[string]int{}
 	var claimMsg kap.OutboxMessage
@@ -207,6 +207,7 @@ func deliverAll(t *testing.T, store kap.Store, s *payer.Sender) []kap.OutboxMess
 	t.Helper()
 	ctx := context.Background()
 	var out []kap.OutboxMessage
+	var last error
 	deadline := time.Now().Add(2 * time.Minute)
 	for time.Now().Before(deadline) {
 		ls, err := store.Outbox().Lease(ctx, "payer-x", 10)
@@ -218,6 +219,10 @@ func deliverAll(t *testing.T, store kap.Store, s *payer.Sender) []kap.OutboxMess
 		}
 		for _, l := range ls {
 			if _, err := s.Send(ctx, l.Message); err != nil {
+				last = err
+				if se := kap.SendErrorOf(err); se.Kind == kap.SendPermanent {
+					t.Fatalf("%s refused: %v %s", l.Message.Kind, err, se.OperationOutcome)
+				}
 				store.Outbox().Retry(ctx, l, time.Now(), kap.Attempt{At: time.Now(), Error: err.Error()})
 				continue
 			}
@@ -225,7 +230,7 @@ func deliverAll(t *testing.T, store kap.Store, s *payer.Sender) []kap.OutboxMess
 			store.Outbox().Ack(ctx, l)
 		}
 	}
-	t.Fatal("the payer queue did not drain")
+	t.Fatalf("the payer queue did not drain; last error %v", last)
 	return nil
 }
 
@@ -275,4 +280,77 @@ func TestEligibilityAnswerShownOnCoverage(t *testing.T) {
 	if a.Pending || a.Eligibility == nil || a.Eligibility.InForce == nil || !*a.Eligibility.InForce {
 		t.Fatalf("answer after the payer's %+v", a)
 	}
+}
+
+// TestPriorAuthorisationThroughPAS: under a payer profile that wants prior
+// authorisation for esketamine, the claim is refused by the preflight; the
+// Da Vinci PAS request goes to Claim/$submit once (lost answers are
+// resolved by searching the Claim's identifier, not by sending again), the
+// payer's preAuthRef is kept and the claim then carries it and passes.
+func TestPriorAuthorisationThroughPAS(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the Medplum FHIR test server is skipped under -short")
+	}
+	srv, store, post, s := payerEnv(t)
+	claimURL := "/kap/v1/dosing-sessions/ds-c005-1/$claim?payer=example-commercial"
+	st, b := post(claimURL+"&submit=true", nil)
+	if st != http.StatusUnprocessableEntity || !bytes.Contains(b, []byte(kap.RulePriorAuthRequired)) {
+		t.Fatalf("claim without prior authorisation: %d %s", st, b)
+	}
+	if st, b := post(claimURL+"&use=preauthorization&submit=true", nil); st != http.StatusAccepted {
+		t.Fatalf("PAS request: %d %s", st, b)
+	}
+	srv.Drop(2, 40)
+	msgs := deliverAll(t, store, s)
+	srv.ClearFaults()
+	pas := 0
+	var pasMsg kap.OutboxMessage
+	for _, m := range msgs {
+		if m.Kind == payer.KindPreAuth {
+			pas++
+			pasMsg = m
+		}
+	}
+	// The outbox is at least once: a redelivery (as after an answer lost
+	// on the way back) finds the Claim and reads the answer instead of
+	// posting again.
+	submits := srv.Stats().Interactions["pas-submit"]
+	if _, err := s.Send(context.Background(), pasMsg); err != nil {
+		t.Fatal(err)
+	}
+	if got := srv.Stats().Interactions["pas-submit"]; got != submits {
+		t.Fatalf("a redelivery posted $submit again (%d -> %d)", submits, got)
+	}
+	sys := fhir.CanonicalBase + "/sid/clinic-a/Claim"
+	if n := srv.Count("Claim", sys, "preauth/ds-c005-1"); pas != 1 || n != 1 {
+		t.Fatalf("PAS messages delivered %d, Claims at the payer %d; want 1 and 1", pas, n)
+	}
+	if n, _ := srv.Search("ClaimResponse", nil); n != http.StatusOK {
+		t.Fatalf("search ClaimResponse: %d", n)
+	}
+	stats := srv.Stats()
+	if stats.Resources["ClaimResponse"] != 1 {
+		t.Fatalf("%d ClaimResponses at the payer, want 1 (interactions %v)", stats.Resources["ClaimResponse"], stats.Interactions)
+	}
+	raw, err := store.Cache().Get(context.Background(), kap.PreAuthAnswerKey("clinic-a", "ds-c005-1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var a kap.PayerAnswer
+	json.Unmarshal(raw, &a)
+	if a.Pending || a.PreAuthRef == "" || a.Outcome != "queued" || a.RequestID == "" {
+		t.Fatalf("PAS answer %+v", a)
+	}
+	st, b = post(claimURL, nil)
+	var ans httpapi.ClaimAnswer
+	json.Unmarshal(b, &ans)
+	if st != 200 || ans.Claim.PreAuthRef != a.PreAuthRef || ans.PreAuth == nil {
+		t.Fatalf("claim after the PAS answer: %d %s", st, b)
+	}
+	for _, p := range ans.Preflight {
+		if p.Rule == kap.RulePriorAuthRequired {
+			t.Fatalf("still %+v", p)
+		}
+	}
+	t.Logf("PAS: interactions %v, faults %v", stats.Interactions, stats.Faults)
 }

@@ -560,6 +560,9 @@ async function route(req, url, rel, rawBody) {
   if (segs.length === 0 && method === 'POST') {
     return bundleRequest(body, headers);
   }
+  if (segs.length === 2 && segs[0] === 'Claim' && segs[1] === '$submit' && method === 'POST') {
+    return submitPAS(body, headers);
+  }
 
   const type = segs[0];
   if (method === 'PUT' || method === 'POST') {
@@ -589,6 +592,58 @@ async function route(req, url, rel, rawBody) {
     bump(stats.interactions, method.toLowerCase());
   }
   return dispatch(method, rel + url.search, body, headers, url);
+}
+
+// Da Vinci PAS Claim/$submit, played as a payer that pends every prior
+// authorisation: the collection Bundle's resources are kept by conditional
+// update on their first identifier (a resubmission duplicates nothing), the
+// Claim's urn:uuid references are rewritten to the ids they got, and the
+// answer is a collection Bundle with a ClaimResponse (outcome queued, a
+// preAuthRef), the same one for every submission of the same Claim.
+async function submitPAS(body, headers) {
+  bump(stats.interactions, 'pas-submit');
+  if (body?.resourceType !== 'Bundle' || body.type !== 'collection') {
+    throw fail(400, 'invalid', 'the $submit body must be a collection Bundle', 'Bundle.type');
+  }
+  const entries = body.entry ?? [];
+  const claim = entries[0]?.resource;
+  if (claim?.resourceType !== 'Claim' || claim.use !== 'preauthorization') {
+    throw fail(400, 'invalid', 'the first entry must be a Claim with use preauthorization', 'Bundle.entry[0]');
+  }
+  const ids = {};
+  const keep = async (res) => {
+    const id0 = res.identifier?.[0];
+    if (!id0?.system || !id0?.value) throw fail(400, 'required', `the ${res.resourceType} needs an identifier`, res.resourceType);
+    checkReject(res);
+    validate(res);
+    const q = `identifier=${encodeURIComponent(`${id0.system}|${id0.value}`)}`;
+    return (await dispatch('PUT', `${res.resourceType}?${q}`, res, headers)).body;
+  };
+  for (const e of entries.slice(1)) {
+    if (!e.resource) continue;
+    const stored = await keep(e.resource);
+    if (e.fullUrl) ids[e.fullUrl] = `${stored.resourceType}/${stored.id}`;
+  }
+  eachReference(claim, (holder, ref) => {
+    if (ids[ref]) holder.reference = ids[ref];
+  });
+  await resolveConditionalRefs(claim, 'Claim', false);
+  const stored = await keep(claim);
+  const found = await dispatch('GET', `ClaimResponse?request=Claim/${stored.id}`, undefined, headers);
+  let cr = found.body.entry?.[0]?.resource;
+  if (!cr) {
+    cr = (await dispatch('POST', 'ClaimResponse', {
+      resourceType: 'ClaimResponse', status: 'active', type: stored.type, use: 'preauthorization',
+      patient: stored.patient, created: new Date().toISOString(), insurer: stored.insurer ?? { display: 'test payer' },
+      request: { reference: `Claim/${stored.id}` }, outcome: 'queued', preAuthRef: `PA-${stored.id}`,
+      disposition: 'pended for review (test payer)',
+    }, headers)).body;
+  }
+  return {
+    status: 200,
+    body: { resourceType: 'Bundle', type: 'collection', timestamp: new Date().toISOString(),
+      entry: [{ fullUrl: `urn:uuid:${crypto.randomUUID()}`, resource: cr }] },
+  };
 }
 
 async function checkWrite(resource, type) {
