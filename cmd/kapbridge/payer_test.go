@@ -2,12 +2,18 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/adapters/ehr"
+	"github.com/kapbridge/kap/adapters/ehr/ehrtest"
+	"github.com/kapbridge/kap/adapters/httpapi"
 	"github.com/kapbridge/kap/adapters/payer"
 	"github.com/kapbridge/kap/fhir"
 	"github.com/kapbridge/kap/internal/config"
@@ -50,5 +56,62 @@ func TestPayerWiring(t *testing.T) {
 		if _, err := p.Pull(context.Background(), c[0], c[1], "https://x|c1"); kap.ErrorCode(err) != kap.ENOTFOUND {
 			t.Errorf("%v: %v", c, err)
 		}
+	}
+}
+
+// kapbridge serve with a target of kind payer: a claim submitted through
+// kap/v1 reaches the payer (the Medplum test server) through the outbox,
+// the delivery worker and the payer sender, once, and POST $claim then
+// shows the payer's answer (pending: the server generates none).
+func TestServeSubmitsAClaimToAPayer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a FHIR server")
+	}
+	srv := ehrtest.Start(t, ehrtest.Options{Mode: ehrtest.ModeTransaction})
+	no := false
+	conf := config.Config{
+		Targets: []config.Target{{Name: "payer", Type: "fhir", Kind: "payer", BaseURL: srv.URL, RequireConsent: &no}},
+		Tenants: []config.Tenant{{Name: config.DefaultTenant, Bootstrap: true, Targets: []string{"payer"}}},
+	}
+	dir := t.TempDir()
+	m := &serveMain{cfg: serveConfig{Config: conf, Addr: "127.0.0.1:0", DataDir: dir, Logger: slog.New(slog.DiscardHandler)}}
+	if err := m.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	key, err := os.ReadFile(filepath.Join(dir, bootstrapKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &httpClient{t: t, base: "http://" + m.Addr(), key: strings.TrimSpace(string(key))}
+	for _, name := range []string{"00-provider-prescriber.json", "01-provider-therapist.json", "02-provider-nurse.json",
+		"60-client-c005.json", "61-intake-c005.json", "67-coverage-c005.json", "65-dosing-c005-1-esketamine56.json"} {
+		data, err := os.ReadFile("../../testdata/kap/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var head struct{ Kind kap.Kind }
+		json.Unmarshal(data, &head)
+		if r := c.post("/kap/v1/"+httpapi.CollectionOf(head.Kind), data); r.status != 201 {
+			t.Fatalf("%s: %d %s", name, r.status, r.body)
+		}
+	}
+	if r := c.post("/kap/v1/dosing-sessions/ds-c005-1/$claim?payer=generic&submit=true", nil); r.status != 202 {
+		t.Fatalf("submit: %d %s", r.status, r.body)
+	}
+	sys := fhir.CanonicalBase + "/sid/" + config.DefaultTenant + "/Claim"
+	waitFor(t, "the Claim at the payer", func() bool { return srv.Count("Claim", sys, "claim/ds-c005-1") == 1 })
+	waitFor(t, "the payer queue to drain", func() bool {
+		st, err := m.store.Outbox().Stats(context.Background(), "payer")
+		return err == nil && st.Depth == 0
+	})
+	r := c.post("/kap/v1/dosing-sessions/ds-c005-1/$claim?payer=generic", nil)
+	var ans httpapi.ClaimAnswer
+	if err := json.Unmarshal(r.body, &ans); err != nil || r.status != 200 || ans.Answer == nil || ans.Answer.RequestID == "" || !ans.Answer.Pending {
+		t.Fatalf("claim after delivery: %d %s", r.status, r.body)
+	}
+	st := srv.Stats()
+	if st.Resources["Encounter"] != 0 || st.Resources["MedicationAdministration"] != 0 || st.Resources["Claim"] != 1 {
+		t.Fatalf("resources at the payer %v", st.Resources)
 	}
 }
