@@ -143,6 +143,21 @@ type OutboxMessage struct {
 	Resources  []ResourceRef   `json:"resources,omitempty"`
 	EnqueuedAt time.Time       `json:"enqueuedAt"`
 	Attempts   []Attempt       `json:"attempts,omitempty"`
+	// Replays is how many times the message was replayed from the dead
+	// letters (set by Outbox.Replay).
+	Replays int `json:"replays,omitempty"`
+	// ReplayedAttempts is len(Attempts) at the last replay (set by
+	// Outbox.Replay): the attempts before it are kept as history, and only
+	// the later ones count against Backoff.MaxAttempts, so a replayed
+	// message gets a fresh attempt budget.
+	ReplayedAttempts int `json:"replayedAttempts,omitempty"`
+}
+
+// AttemptsSinceReplay is how many attempts count against the message's
+// attempt budget: those made since the last replay (all of them when it was
+// never replayed).
+func (m OutboxMessage) AttemptsSinceReplay() int {
+	return max(0, len(m.Attempts)-m.ReplayedAttempts)
 }
 
 // Attempt is the outcome of one delivery attempt.
@@ -206,9 +221,17 @@ type Outbox interface {
 	// DeadLetters lists a tenant's dead letters of target, oldest first.
 	DeadLetters(ctx context.Context, tenant, target string, limit int) ([]DeadLetter, error)
 	// Replay queues a dead letter again at the end of its client's queue,
-	// keeping its attempts. Returns ENOTFOUND if there is no such dead
-	// letter.
+	// keeping its attempts as history with a fresh attempt budget: it
+	// increments Replays and sets ReplayedAttempts to len(Attempts).
+	// Returns ENOTFOUND if there is no such dead letter.
 	Replay(ctx context.Context, tenant, target, id string) error
+	// Discard removes a dead letter for good (an operator's decision that
+	// it must not be delivered; the caller audits it): it is no longer
+	// listed, counted by Stats or reported by Status, and Replay cannot
+	// bring it back. reason is for the caller's audit trail (no PHI); the
+	// store does not keep it. Returns ENOTFOUND if there is no such dead
+	// letter.
+	Discard(ctx context.Context, tenant, target, id, reason string) error
 	// ReplayAll replays every dead letter of a tenant's target and returns
 	// how many.
 	ReplayAll(ctx context.Context, tenant, target string) (int, error)

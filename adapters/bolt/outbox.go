@@ -387,7 +387,35 @@ func (s *Store) replayTx(tx *bbolt.Tx, tenant, target, id string, now time.Time)
 	if err := dlids.Delete(idk); err != nil {
 		return err
 	}
+	// A fresh attempt budget; the earlier attempts stay as history.
+	dl.Message.Replays++
+	dl.Message.ReplayedAttempts = len(dl.Message.Attempts)
 	return s.enqueueTx(tx, dl.Message, now)
+}
+
+func (o *outbox) Discard(ctx context.Context, tenant, target, id, reason string) error {
+	if err := kap.ValidateName("tenant", tenant); err != nil {
+		return err
+	}
+	if err := kap.ValidateName("target", target); err != nil {
+		return err
+	}
+	if err := kap.ValidateID("id", id); err != nil {
+		return err
+	}
+	return (*Store)(o).update(ctx, func(tx *bbolt.Tx) error {
+		idk := key(str(tenant), str(target), str(id))
+		dlids := tx.Bucket(bDLID)
+		dk := dlids.Get(idk)
+		if dk == nil {
+			return kap.Errorf(kap.ENOTFOUND, "no dead letter with that id")
+		}
+		dk = append([]byte{}, dk...)
+		if err := tx.Bucket(bDL).Delete(dk); err != nil {
+			return err
+		}
+		return dlids.Delete(idk)
+	})
 }
 
 func (o *outbox) Replay(ctx context.Context, tenant, target, id string) error {

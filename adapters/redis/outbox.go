@@ -271,20 +271,62 @@ func (o *outbox) Replay(ctx context.Context, tenant, target, id string) error {
 	}
 	s := (*Store)(o)
 	ob := s.obp(tenant, target)
-	data, err := s.c.HGet(ctx, ob+"dl", id).Result()
-	if errors.Is(err, goredis.Nil) {
-		return kap.Errorf(kap.ENOTFOUND, "no dead letter with that id")
-	} else if err != nil {
-		return wrap(err)
+	// Read the dead letter and its attempt count, set the replay counters
+	// (a fresh attempt budget), and queue it if it did not change meanwhile.
+	for range 10 {
+		pipe := s.c.Pipeline()
+		dataCmd := pipe.HGet(ctx, ob+"dl", id)
+		nCmd := pipe.LLen(ctx, ob+"att:"+id)
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, goredis.Nil) {
+			return wrap(err)
+		}
+		data, err := dataCmd.Result()
+		if errors.Is(err, goredis.Nil) {
+			return kap.Errorf(kap.ENOTFOUND, "no dead letter with that id")
+		} else if err != nil {
+			return wrap(err)
+		}
+		natt := int(nCmd.Val())
+		var m kap.OutboxMessage
+		if err := json.Unmarshal([]byte(data), &m); err != nil {
+			return wrap(err)
+		}
+		m.Attempts = nil // kept in their own list
+		m.Replays++
+		m.ReplayedAttempts = natt
+		next, err := encodeMessage(m)
+		if err != nil {
+			return wrap(err)
+		}
+		if err := s.c.SAdd(ctx, s.targetTenants(target), tenant).Err(); err != nil {
+			return wrap(err)
+		}
+		n, err := scriptReplay.Run(ctx, s.c, []string{ob + "s"}, ob, m.ClientID, id, m.EnqueuedAt.UnixMilli(),
+			data, natt, next).Int()
+		if err != nil {
+			return wrap(err)
+		}
+		switch n {
+		case 1:
+			return nil
+		case 0:
+			return kap.Errorf(kap.ENOTFOUND, "no dead letter with that id")
+		}
+		// -1: replayed and dead-lettered again in between; read it anew.
 	}
-	var m kap.OutboxMessage
-	if err := json.Unmarshal([]byte(data), &m); err != nil {
-		return wrap(err)
+	return kap.Errorf(kap.ECONFLICT, "the dead letter kept changing during the replay; try again")
+}
+
+func (o *outbox) Discard(ctx context.Context, tenant, target, id, reason string) error {
+	if err := tenantTarget(tenant, target); err != nil {
+		return err
 	}
-	if err := s.c.SAdd(ctx, s.targetTenants(target), tenant).Err(); err != nil {
-		return wrap(err)
+	if err := kap.ValidateID("id", id); err != nil {
+		return err
 	}
-	n, err := scriptReplay.Run(ctx, s.c, []string{ob + "s"}, ob, m.ClientID, id, m.EnqueuedAt.UnixMilli()).Int()
+	s := (*Store)(o)
+	ob := s.obp(tenant, target)
+	n, err := scriptDiscard.Run(ctx, s.c, []string{ob + "dl"}, ob, id).Int()
 	if err != nil {
 		return wrap(err)
 	}

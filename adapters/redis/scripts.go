@@ -208,16 +208,30 @@ release_head()
 return 1
 `)
 
-// scriptReplay: KEYS[1] = stream; ARGV = ob prefix, client, id, enqMs.
-// Returns 0 when there is no such dead letter.
+// scriptReplay: KEYS[1] = stream; ARGV = ob prefix, client, id, enqMs, the
+// dead letter's json as read, its attempt count as read, the json to queue
+// (with the replay counters). Returns 0 when there is no such dead letter,
+// -1 when it changed since it was read (the caller reads it again).
 var scriptReplay = goredis.NewScript(luaEnqueue + `
 local ob, client, id = ARGV[1], ARGV[2], ARGV[3]
 local json = redis.call('HGET', ob .. 'dl', id)
 if not json then return 0 end
+if json ~= ARGV[5] or redis.call('LLEN', ob .. 'att:' .. id) ~= tonumber(ARGV[6]) then return -1 end
 redis.call('HDEL', ob .. 'dl', id)
 redis.call('HDEL', ob .. 'dlmeta', id)
 redis.call('ZREM', ob .. 'dlz', id)
-enqueue(ob, client, id, json, ARGV[4])
+enqueue(ob, client, id, ARGV[7], ARGV[4])
+return 1
+`)
+
+// scriptDiscard: KEYS[1] = dead-letter hash; ARGV = ob prefix, id. Removes
+// the dead letter and its attempts; returns 0 when there is none.
+var scriptDiscard = goredis.NewScript(`
+local ob, id = ARGV[1], ARGV[2]
+if redis.call('HDEL', ob .. 'dl', id) == 0 then return 0 end
+redis.call('HDEL', ob .. 'dlmeta', id)
+redis.call('ZREM', ob .. 'dlz', id)
+redis.call('DEL', ob .. 'att:' .. id)
 return 1
 `)
 

@@ -215,6 +215,130 @@ func RunOutbox(t *testing.T, f Factory) {
 			t.Fatalf("%d dead letters after replay", len(dls))
 		}
 	})
+	t.Run("ReplayGivesFreshBudget", func(t *testing.T) {
+		s, clock := open(t, f)
+		ob := s.Outbox()
+		ten, tg := Uniq("clinic"), Uniq("ehr")
+		must(t, ob.Enqueue(ctx, Msg(ten, tg, "c1", 1)))
+		// Three failed attempts, the last one dead-letters.
+		for i := range 3 {
+			ls := lease(t, ob, tg, 1)
+			if len(ls) != 1 {
+				t.Fatalf("attempt %d: leased %v", i+1, ids(ls))
+			}
+			if n := ls[0].Message.AttemptsSinceReplay(); n != i {
+				t.Fatalf("attempt %d: AttemptsSinceReplay = %d before a replay, want %d", i+1, n, i)
+			}
+			a := kap.Attempt{At: clock.Now(), Status: 503, Error: fmt.Sprintf("try %d", i+1)}
+			if i < 2 {
+				must(t, ob.Retry(ctx, ls[0], clock.Now(), a))
+			} else {
+				must(t, ob.DeadLetter(ctx, ls[0], "3 attempts failed", a))
+			}
+		}
+		for round := 1; round <= 2; round++ {
+			must(t, ob.Replay(ctx, ten, tg, "c1/m000001"))
+			ls := lease(t, ob, tg, 1)
+			if len(ls) != 1 {
+				t.Fatalf("replay %d: leased %v", round, ids(ls))
+			}
+			m := ls[0].Message
+			if len(m.Attempts) != 3+2*(round-1) || m.Attempts[0].Error != "try 1" {
+				t.Fatalf("replay %d: the attempt history was not kept: %+v", round, m.Attempts)
+			}
+			if m.Replays != round || m.ReplayedAttempts != len(m.Attempts) || m.AttemptsSinceReplay() != 0 {
+				t.Fatalf("replay %d: Replays=%d ReplayedAttempts=%d AttemptsSinceReplay=%d (attempts %d), want a fresh budget",
+					round, m.Replays, m.ReplayedAttempts, m.AttemptsSinceReplay(), len(m.Attempts))
+			}
+			if len(m.Bundle) == 0 || m.ClientID != "c1" {
+				t.Fatalf("replay %d: the message lost its content: %+v", round, m)
+			}
+			// One attempt after the replay counts; then dead again.
+			must(t, ob.Retry(ctx, ls[0], clock.Now(), kap.Attempt{At: clock.Now(), Status: 500, Error: "after replay"}))
+			ls = lease(t, ob, tg, 1)
+			if len(ls) != 1 || ls[0].Message.AttemptsSinceReplay() != 1 || ls[0].Message.Replays != round {
+				t.Fatalf("replay %d: after one more attempt: %+v", round, ls)
+			}
+			must(t, ob.DeadLetter(ctx, ls[0], "refused", kap.Attempt{At: clock.Now(), Status: 422}))
+			// Dead again: the next round replays it once more.
+		}
+		dls, err := ob.DeadLetters(ctx, ten, tg, 10)
+		must(t, err)
+		if len(dls) != 1 || len(dls[0].Message.Attempts) != 7 || dls[0].Message.Replays != 2 {
+			t.Fatalf("dead letter after two replays = %+v", dls)
+		}
+		st, err := ob.Status(ctx, ten, tg, "c1/m000001")
+		must(t, err)
+		if st.State != kap.MessageDead || len(st.Attempts) != 7 {
+			t.Fatalf("status = %+v", st)
+		}
+	})
+	t.Run("Discard", func(t *testing.T) {
+		s, clock := open(t, f)
+		ob := s.Outbox()
+		ten, tg := Uniq("clinic"), Uniq("ehr")
+		must(t, ob.Enqueue(ctx, Msg(ten, tg, "c1", 1), Msg(ten, tg, "c2", 1), Msg(ten, tg, "c3", 1)))
+		ls := lease(t, ob, tg, 10)
+		if len(ls) != 3 {
+			t.Fatalf("leased %v, want 3", ids(ls))
+		}
+		for _, l := range ls {
+			if l.Message.ClientID == "c3" {
+				continue // stays in flight: not a dead letter
+			}
+			must(t, ob.Retry(ctx, l, clock.Now(), kap.Attempt{At: clock.Now(), Status: 500}))
+		}
+		for _, l := range lease(t, ob, tg, 10) {
+			must(t, ob.DeadLetter(ctx, l, "refused", kap.Attempt{At: clock.Now(), Status: 422}))
+		}
+		st, err := ob.Stats(ctx, tg)
+		must(t, err)
+		if st.DeadLetters != 2 || st.Depth != 1 {
+			t.Fatalf("stats before the discard = %+v", st)
+		}
+		wantCode(t, ob.Discard(ctx, ten, tg, "nope", "operator"), kap.ENOTFOUND)
+		wantCode(t, ob.Discard(ctx, Uniq("clinic"), tg, "c1/m000001", "operator"), kap.ENOTFOUND)
+		wantCode(t, ob.Discard(ctx, ten, tg, "c3/m000001", "operator"), kap.ENOTFOUND) // in flight, not dead
+		wantCode(t, ob.Discard(ctx, "", tg, "c1/m000001", "operator"), kap.EINVALID)
+		must(t, ob.Discard(ctx, ten, tg, "c1/m000001", "duplicate of a manual entry"))
+		wantCode(t, ob.Discard(ctx, ten, tg, "c1/m000001", "again"), kap.ENOTFOUND)
+		st, err = ob.Stats(ctx, tg)
+		must(t, err)
+		if st.DeadLetters != 1 || st.Depth != 1 {
+			t.Fatalf("stats after the discard = %+v, want 1 dead letter and the in-flight message", st)
+		}
+		dls, err := ob.DeadLetters(ctx, ten, tg, 10)
+		must(t, err)
+		if len(dls) != 1 || dls[0].Message.ID != "c2/m000001" {
+			t.Fatalf("dead letters after the discard = %+v", dls)
+		}
+		_, err = ob.Status(ctx, ten, tg, "c1/m000001")
+		wantCode(t, err, kap.ENOTFOUND)
+		wantCode(t, ob.Replay(ctx, ten, tg, "c1/m000001"), kap.ENOTFOUND)
+		n, err := ob.ReplayAll(ctx, ten, tg)
+		must(t, err)
+		if n != 1 {
+			t.Fatalf("ReplayAll after the discard = %d, want 1 (c2 only)", n)
+		}
+		// The in-flight message is untouched and can still be acked.
+		for _, l := range ls {
+			if l.Message.ClientID == "c3" {
+				must(t, ob.Ack(ctx, l))
+			}
+		}
+		// A discarded id may be queued again (a new decision to send it),
+		// with no attempts left over.
+		must(t, ob.Enqueue(ctx, Msg(ten, tg, "c1", 1)))
+		var got *kap.Lease
+		for _, l := range lease(t, ob, tg, 10) {
+			if l.Message.ID == "c1/m000001" {
+				got = &l
+			}
+		}
+		if got == nil || len(got.Message.Attempts) != 0 {
+			t.Fatalf("re-enqueued discarded message: %+v", got)
+		}
+	})
 	t.Run("Release", func(t *testing.T) {
 		s, clock := open(t, f)
 		ob := s.Outbox()
