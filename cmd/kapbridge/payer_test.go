@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -113,5 +116,67 @@ func TestServeSubmitsAClaimToAPayer(t *testing.T) {
 	st := srv.Stats()
 	if st.Resources["Encounter"] != 0 || st.Resources["MedicationAdministration"] != 0 || st.Resources["Claim"] != 1 {
 		t.Fatalf("resources at the payer %v", st.Resources)
+	}
+}
+
+// kapbridge serve runs a screening pull against its EHR target (through the
+// target's auth transport): a benzodiazepine the EHR lists shows on the
+// client's intake.
+func TestServeScreeningPull(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a FHIR server")
+	}
+	srv := ehrtest.Start(t, ehrtest.Options{})
+	no := false
+	conf := config.Config{
+		Targets: []config.Target{{Name: "ehr", Type: "fhir", Kind: "ehr", BaseURL: srv.URL, RequireConsent: &no}},
+		Tenants: []config.Tenant{{Name: config.DefaultTenant, Bootstrap: true, Targets: []string{"ehr"}}},
+	}
+	dir := t.TempDir()
+	m := &serveMain{cfg: serveConfig{Config: conf, Addr: "127.0.0.1:0", DataDir: dir, Logger: slog.New(slog.DiscardHandler)}}
+	if err := m.Open(); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	key, err := os.ReadFile(filepath.Join(dir, bootstrapKeyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &httpClient{t: t, base: "http://" + m.Addr(), key: strings.TrimSpace(string(key))}
+	for _, name := range []string{"60-client-c005.json", "61-intake-c005.json"} {
+		data, _ := os.ReadFile("../../testdata/kap/" + name)
+		var head struct{ Kind kap.Kind }
+		json.Unmarshal(data, &head)
+		if r := c.post("/kap/v1/"+httpapi.CollectionOf(head.Kind), data); r.status != 201 {
+			t.Fatalf("%s: %d %s", name, r.status, r.body)
+		}
+	}
+	// The worker delivers the Patient (with the gateway's identifier); the
+	// EHR's own users record a benzodiazepine for it.
+	var pid string
+	waitFor(t, "the Patient at the EHR", func() bool {
+		st, b := srv.Search("Patient", url.Values{"identifier": {fhir.CanonicalBase + "/sid/" + config.DefaultTenant + "/Patient|c005"}})
+		if entries, _ := b["entry"].([]any); st == 200 && len(entries) == 1 {
+			pid = entries[0].(map[string]any)["resource"].(map[string]any)["id"].(string)
+			return true
+		}
+		return false
+	})
+	med, _ := json.Marshal(map[string]any{"resourceType": "MedicationStatement", "status": "active",
+		"subject": map[string]any{"reference": "Patient/" + pid},
+		"medicationCodeableConcept": map[string]any{"coding": []any{map[string]any{"system": fhir.SystemRxNorm, "code": "197900",
+			"display": "lorazepam 1 MG Oral Tablet"}}}})
+	resp, err := http.Post(srv.URL+"/MedicationStatement", "application/fhir+json", bytes.NewReader(med))
+	if err != nil || resp.StatusCode != 201 {
+		t.Fatalf("seed: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	r := c.post("/kap/v1/clients/c005/$screening-pull?target=ehr", nil)
+	if r.status != 200 || !strings.Contains(string(r.body), `"item":"benzodiazepine"`) {
+		t.Fatalf("pull: %d %s", r.status, r.body)
+	}
+	g := c.do("GET", "/kap/v1/intakes/in-c005", c.key, nil)
+	if g.status != 200 || !strings.Contains(string(g.body), "screening.benzodiazepine") {
+		t.Fatalf("intake: %d %s", g.status, g.body)
 	}
 }
