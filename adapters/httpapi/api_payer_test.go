@@ -123,6 +123,10 @@ func TestClaimRefusedByPreflight(t *testing.T) {
 		wantOutcome(t, r, http.StatusUnprocessableEntity, "payer")
 		r = call(t, "POST", base+"/kap/v1/clients/c001/$claim", nil)
 		wantOutcome(t, r, http.StatusNotFound)
+		// Prior authorisation: the generic profile asks none; a bad use.
+		r = call(t, "POST", base+"/kap/v1/dosing-sessions/ds-c005-1/$claim?payer=generic&use=preauthorization&submit=true", nil)
+		wantOutcome(t, r, http.StatusUnprocessableEntity, "asks no prior authorisation")
+		wantOutcome(t, call(t, "POST", base+"/kap/v1/dosing-sessions/ds-c005-1/$claim?use=x", nil), http.StatusUnprocessableEntity, "use")
 	})
 }
 
