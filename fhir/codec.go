@@ -32,6 +32,8 @@ type Codec struct {
 	lenient *jsonformat.Unmarshaller
 	// slowMarshal disables the fast encoder (tests and benchmarks).
 	slowMarshal bool
+	// slowValidate disables the fast validity proof (tests, benchmarks).
+	slowValidate bool
 }
 
 // NewCodec builds the R4 codec. Date-only values are read in UTC.
@@ -103,6 +105,9 @@ func (c *Codec) Validate(res proto.Message) error {
 		if r := Unwrap(cr); r != nil {
 			res = r
 		}
+	}
+	if !c.slowValidate && validFast(res) {
+		return nil // fhirvalidate would report nothing (validate_perf.go)
 	}
 	var rep outcomeReporter
 	if err := fhirvalidate.ValidateWithErrorReporter(res, &rep); err != nil {

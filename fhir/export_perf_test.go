@@ -13,5 +13,9 @@ func FastMarshal(res proto.Message) ([]byte, error) { return fastMarshal(res) }
 func SlowCodec() *Codec {
 	c := MustCodec()
 	c.slowMarshal = true
+	c.slowValidate = true
 	return c
 }
+
+// ValidFast is the fast validity proof alone.
+func ValidFast(res proto.Message) bool { return validFast(res) }
