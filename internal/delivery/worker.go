@@ -538,7 +538,9 @@ func (w *Worker) deliver(ctx context.Context, t *target, l kap.Lease) error {
 		w.log.Warn("delivery refused by target", "target", t.name, "kind", msg.Kind, "status", se.Status)
 		return nil
 	default: // transient, unknown
-		n := len(msg.Attempts) + 1
+		// Attempts before a replay are history: a replayed message has
+		// a fresh budget.
+		n := msg.AttemptsSinceReplay() + 1
 		if se.RetryAfter > 0 {
 			limit := t.Backoff.MaxRetryAfter
 			if limit <= 0 {
@@ -554,6 +556,8 @@ func (w *Worker) deliver(ctx context.Context, t *target, l kap.Lease) error {
 		next, ok := t.Backoff.Next(now, n, se.RetryAfter)
 		if !ok {
 			if se.Kind != kap.SendUnknown {
+				// An unknown entry of an earlier attempt stays unknown
+				// (writeLedger): only a read of the target resolves it.
 				w.markFailed(bg, t, msg, se, attempt.Error)
 			}
 			reason := fmt.Sprintf("%d attempts failed; last: %s", n, attempt.Error)
@@ -607,7 +611,12 @@ func (w *Worker) count(t *target, outcome string) {
 }
 
 // writeLedger writes entries, filling the tenant and target and, where
-// unset, the state.
+// unset, the state and the error. An entry that is not confirmed (failed or
+// unknown) keeps the target id and version the ledger knew, and a failed one
+// never replaces an unknown one: the earlier write was sent and no answer
+// came, and only a read of the target (a confirmed write, or a search
+// finding or not finding it) may resolve that. The failure is recorded in
+// LastError and the state stays unknown.
 func (w *Worker) writeLedger(ctx context.Context, t *target, msg kap.OutboxMessage, entries []kap.LedgerEntry, state kap.LedgerState, lastError string) {
 	lg := w.cfg.Store.Ledger()
 	put := func(e kap.LedgerEntry) {
@@ -617,6 +626,25 @@ func (w *Worker) writeLedger(ctx context.Context, t *target, msg kap.OutboxMessa
 		}
 		if e.LastError == "" {
 			e.LastError = lastError
+		}
+		if e.State == kap.LedgerFailed || e.State == kap.LedgerUnknown {
+			prev, err := lg.Get(ctx, e.LedgerKey)
+			switch {
+			case err == nil:
+				if e.TargetID == "" {
+					e.TargetID, e.VersionID = prev.TargetID, prev.VersionID
+				}
+				if prev.State == kap.LedgerUnknown {
+					e.State = kap.LedgerUnknown
+				}
+			case kap.ErrorCode(err) != kap.ENOTFOUND:
+				// Not knowing the entry, do not risk overwriting an
+				// unknown outcome with failed (unknown is still written).
+				w.log.Error("delivery ledger read failed", "target", t.name, "resource_type", e.ResourceType, "err", err)
+				if e.State == kap.LedgerFailed {
+					return
+				}
+			}
 		}
 		if err := lg.Put(ctx, e); err != nil {
 			w.log.Error("delivery ledger write failed", "target", t.name, "resource_type", e.ResourceType, "err", err)
@@ -670,21 +698,11 @@ func (w *Worker) markUnknown(ctx context.Context, t *target, msg kap.OutboxMessa
 	w.writeLedger(ctx, t, msg, affected(msg, se), kap.LedgerUnknown, "no answer to the write")
 }
 
-// markFailed records a failed last write of the unconfirmed resources,
-// keeping what the ledger knew (the target id and version) from earlier
-// deliveries.
+// markFailed records a failed last write of the unconfirmed resources;
+// writeLedger keeps what the ledger knew (the target id and version) from
+// earlier deliveries, and an unknown outcome stays unknown.
 func (w *Worker) markFailed(ctx context.Context, t *target, msg kap.OutboxMessage, se *kap.SendError, why string) {
-	lg := w.cfg.Store.Ledger()
-	var entries []kap.LedgerEntry
-	for _, e := range affected(msg, se) {
-		e.Tenant, e.Target = msg.Tenant, t.name
-		if prev, err := lg.Get(ctx, e.LedgerKey); err == nil {
-			e.TargetID, e.VersionID = prev.TargetID, prev.VersionID
-		}
-		e.State, e.LastError = kap.LedgerFailed, why
-		entries = append(entries, e)
-	}
-	w.writeLedger(ctx, t, msg, entries, kap.LedgerFailed, why)
+	w.writeLedger(ctx, t, msg, affected(msg, se), kap.LedgerFailed, why)
 }
 
 var queryRE = regexp.MustCompile(`\?[^\s"']*`)

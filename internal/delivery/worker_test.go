@@ -774,3 +774,141 @@ func TestTwoWorkersShareTheQueueInClientOrder(t *testing.T) {
 		t.Logf("worker a sent %d, worker b %d", by["a"], by["b"])
 	})
 }
+
+// An unknown outcome stays unknown when later attempts fail for another
+// reason (a refusal, transient failures up to MaxAttempts, a resource the
+// write profile does not send): only a read of the target resolves it. The
+// later failure is in LastError.
+func TestUnknownOutcomeStaysUnknownUntilResolved(t *testing.T) {
+	unknown := &kap.SendError{Kind: kap.SendUnknown, Err: context.DeadlineExceeded}
+	cases := []struct {
+		name    string
+		maxAtt  int
+		sender  func(dir string) kap.Sender
+		plan    func(m kap.OutboxMessage, n int) error
+		errWant string
+	}{
+		{"refused", 5, nil, func(m kap.OutboxMessage, n int) error {
+			if n == 1 {
+				return unknown
+			}
+			return &kap.SendError{Kind: kap.SendPermanent, Status: 422, Err: errors.New("unprocessable")}
+		}, "422"},
+		{"attempts-exhausted", 3, nil, func(m kap.OutboxMessage, n int) error {
+			if n == 1 {
+				return unknown
+			}
+			return &kap.SendError{Kind: kap.SendTransient, Status: 503, Err: errors.New("down")}
+		}, "503"},
+		{"not-sent", 5, func(dir string) kap.Sender { return notSending{newFiles(t, dir)} }, func(m kap.OutboxMessage, n int) error {
+			if n == 1 {
+				return unknown
+			}
+			return nil
+		}, "not sent"},
+	}
+	eachBackend(t, func(t *testing.T, b backend) {
+		for _, c := range cases {
+			t.Run(c.name, func(t *testing.T) {
+				s := b.open(t, time.Minute)
+				var inner kap.Sender = newFiles(t, t.TempDir())
+				if c.sender != nil {
+					inner = c.sender(t.TempDir())
+				}
+				f := &faulty{Sender: inner, plan: c.plan}
+				enqueue(t, s, message("clinic", "c1", "s1", 1))
+				start(t, delivery.Config{Store: s, Breaker: delivery.Breaker{Failures: 100},
+					Targets: []delivery.Target{{Sender: f, Backoff: fastBackoff(c.maxAtt)}}})
+				eventually(t, "the queue to drain", func() bool { return depth(t, s) == 0 })
+				if f.callsOf("DosingSession/s1/1") < 2 {
+					t.Fatalf("sent %d times, want a second attempt", f.callsOf("DosingSession/s1/1"))
+				}
+				e, err := ledgerOf(t, s, "clinic", "s1")
+				if err != nil || e.State != kap.LedgerUnknown || !strings.Contains(e.LastError, c.errWant) {
+					t.Fatalf("ledger %+v %v: want unknown with the later error (%s) in LastError", e, err, c.errWant)
+				}
+			})
+		}
+	})
+}
+
+// A failed write keeps the target id and version the ledger knew, and a
+// confirmed write (a read of the target) resolves an unknown outcome.
+func TestLedgerKeepsTargetIDAndConfirmResolvesUnknown(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		s := b.open(t, time.Minute)
+		ctx := context.Background()
+		key := kap.LedgerKey{Tenant: "clinic", Target: target, ResourceType: "Procedure",
+			Identifier: "https://fhir.kapbridge.org/id/clinic/session|s1"}
+		if err := s.Ledger().Put(ctx, kap.LedgerEntry{LedgerKey: key, TargetID: "p-7", VersionID: "3", State: kap.LedgerConfirmed}); err != nil {
+			t.Fatal(err)
+		}
+		f := &faulty{Sender: newFiles(t, t.TempDir()), plan: func(m kap.OutboxMessage, n int) error {
+			switch {
+			case m.Version == 2 && n == 1:
+				return &kap.SendError{Kind: kap.SendUnknown, Err: context.DeadlineExceeded}
+			case m.Version == 2:
+				return &kap.SendError{Kind: kap.SendPermanent, Status: 400, Err: errors.New("bad request")}
+			}
+			return nil
+		}}
+		enqueue(t, s, message("clinic", "c1", "s1", 2))
+		start(t, delivery.Config{Store: s, Targets: []delivery.Target{{Sender: f, Backoff: fastBackoff(5)}}})
+		eventually(t, "the queue to drain", func() bool { return depth(t, s) == 0 })
+		e, err := ledgerOf(t, s, "clinic", "s1")
+		if err != nil || e.State != kap.LedgerUnknown || e.TargetID != "p-7" || e.VersionID != "3" || !strings.Contains(e.LastError, "400") {
+			t.Fatalf("ledger %+v %v: want unknown, target id p-7 version 3 kept, the refusal in LastError", e, err)
+		}
+		// Version 3 is delivered: the confirmed write resolves it.
+		enqueue(t, s, message("clinic", "c1", "s1", 3))
+		eventually(t, "the ledger to be confirmed", func() bool {
+			e, err := ledgerOf(t, s, "clinic", "s1")
+			return err == nil && e.State == kap.LedgerConfirmed
+		})
+	})
+}
+
+// A replayed dead letter gets a fresh attempt budget: with MaxAttempts 2,
+// a message dead after two failures and replayed is retried again after
+// one more failure instead of being dead-lettered at once; its attempt
+// history is kept.
+func TestReplayedDeadLetterGetsFreshAttempts(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		s := b.open(t, time.Minute)
+		dir := t.TempDir()
+		f := &faulty{Sender: newFiles(t, dir), plan: func(m kap.OutboxMessage, n int) error {
+			if n <= 3 {
+				return &kap.SendError{Kind: kap.SendTransient, Status: 503, Err: errors.New("down")}
+			}
+			return nil
+		}}
+		enqueue(t, s, message("clinic", "c1", "s1", 1))
+		w := start(t, delivery.Config{Store: s, Breaker: delivery.Breaker{Failures: 100},
+			Targets: []delivery.Target{{Sender: f, Backoff: fastBackoff(2)}}})
+		ctx := context.Background()
+		deadLetters := func() []kap.DeadLetter {
+			dls, err := s.Outbox().DeadLetters(ctx, "clinic", target, 10)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return dls
+		}
+		eventually(t, "the dead letter", func() bool { return len(deadLetters()) == 1 })
+		if n := f.callsOf("DosingSession/s1/1"); n != 2 {
+			t.Fatalf("sent %d times before the dead letter, want 2", n)
+		}
+		if err := s.Outbox().Replay(ctx, "clinic", target, "DosingSession/s1/1"); err != nil {
+			t.Fatal(err)
+		}
+		w.Wake()
+		eventually(t, "the replayed message to be delivered or dead again", func() bool {
+			return len(delivered(t, dir)) == 1 || len(deadLetters()) == 1
+		})
+		if dls := deadLetters(); len(dls) != 0 {
+			t.Fatalf("the replayed message was dead-lettered again after %d sends: %s", f.callsOf("DosingSession/s1/1"), dls[0].Reason)
+		}
+		if n := f.callsOf("DosingSession/s1/1"); n != 4 {
+			t.Fatalf("sent %d times, want 4", n)
+		}
+	})
+}
