@@ -308,6 +308,16 @@ func testCSRFAndTenantScope(t *testing.T, e *env) {
 	if b := body(t, resp); strings.Contains(b, "c-own") {
 		t.Fatal("a discarded dead letter is still listed")
 	}
+	if _, err := e.store.Outbox().Status(context.Background(), "clinic1", "files", own.ID); kap.ErrorCode(err) != kap.ENOTFOUND {
+		t.Fatalf("the discarded dead letter is still in the outbox: %v", err)
+	}
+	if dls, _ := e.store.Outbox().DeadLetters(context.Background(), "clinic1", "files", 10); len(dls) != 0 {
+		t.Fatalf("%d dead letters left after the discard", len(dls))
+	}
+	resp, _ = c.PostForm(e.srv.URL+"/admin/dead-letters/discard", url.Values{"csrf": {tok}, "target": {"files"}, "id": {own.ID}, "reason": {"again"}})
+	if body(t, resp); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("discard of a discarded dead letter: %d, want 404", resp.StatusCode)
+	}
 	if ev := findAudit(t, e.audit.String(), "discard"); ev == nil || ev.Details["reason"] != "test record" ||
 		ev.Site != "clinic1" || ev.Who != "key:it-admin" || ev.Action != "U" {
 		t.Fatalf("audit: %s", e.audit.String())

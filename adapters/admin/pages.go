@@ -241,6 +241,9 @@ func (c *Console) stateOf(ctx context.Context, tenant, target string, rec kap.St
 	if kap.ErrorCode(err) != kap.ENOTFOUND {
 		return targetState{Target: target, State: "unknown (the store did not answer)"}
 	}
+	if _, derr := c.cfg.Store.Cache().Get(ctx, discardKey(tenant, target, id)); derr == nil {
+		return targetState{Target: target, State: "discarded"} // Outbox.Discard removed it
+	}
 	for _, ref := range rec.Resources {
 		e, err := c.cfg.Store.Ledger().Get(ctx, kap.LedgerKey{Tenant: tenant, Target: target, ResourceType: ref.Type,
 			Identifier: ref.System + "|" + ref.Value})
@@ -368,9 +371,10 @@ func indent(b []byte) string {
 
 // --- dead letters ---------------------------------------------------------------
 
-// discardKey marks a dead letter discarded. The outbox has no delete, so a
-// discarded dead letter stays in the store, hidden from the console and
-// skipped by retry-all; the audit trail keeps who, when and why.
+// discardKey marks a dead letter discarded: Outbox.Discard removes it from
+// the store, and the marker lets the deliveries search say "discarded"
+// (markers written before Outbox.Discard existed still hide the dead letter
+// from the console and retry-all); the audit trail keeps who, when and why.
 func discardKey(tenant, target, id string) string {
 	return "admin:discard:" + tenant + ":" + target + ":" + id
 }
@@ -466,17 +470,21 @@ func (c *Console) discard(w http.ResponseWriter, r *http.Request, s *session) {
 		c.fail(w, r, s, http.StatusUnprocessableEntity, "reason: is required (at most 500 characters): say why this record is not delivered")
 		return
 	}
-	st, err := c.cfg.Store.Outbox().Status(r.Context(), s.Tenant, t.Name, id)
-	if err != nil || st.State != kap.MessageDead {
+	err := c.cfg.Store.Outbox().Discard(r.Context(), s.Tenant, t.Name, id, reason)
+	if kap.ErrorCode(err) == kap.ENOTFOUND || kap.ErrorCode(err) == kap.EINVALID {
 		c.fail(w, r, s, http.StatusNotFound, "There is no such dead letter.")
 		return
-	}
-	mark, _ := json.Marshal(map[string]any{"at": c.cfg.Now().UTC(), "key": s.KeyName})
-	if err := c.cfg.Store.Cache().Set(r.Context(), discardKey(s.Tenant, t.Name, id), mark, discardTTL); err != nil {
+	} else if err != nil {
 		c.storeError(w, r, s, err)
 		return
 	}
 	c.audit(r, s, "discard", map[string]any{"target": t.Name, "message": id, "reason": reason})
+	mark, _ := json.Marshal(map[string]any{"at": c.cfg.Now().UTC(), "key": s.KeyName})
+	if err := c.cfg.Store.Cache().Set(r.Context(), discardKey(s.Tenant, t.Name, id), mark, discardTTL); err != nil {
+		// The dead letter is gone; only the "discarded" label of the
+		// deliveries search is missing.
+		c.log.Warn("admin discard marker not written", "tenant", s.Tenant, "target", t.Name, "err", err)
+	}
 	c.log.Info("admin discarded a dead letter", "tenant", s.Tenant, "target", t.Name)
 	http.Redirect(w, r, Prefix+"/dead-letters?done=discarded", http.StatusSeeOther)
 }
