@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/kapbridge/kap"
+	kapredis "github.com/kapbridge/kap/adapters/redis"
 )
 
 // problems collects configuration issues.
@@ -91,9 +92,13 @@ func (c *Config) Validate(getenv func(string) string) error {
 		p.add("dataDir", "is required")
 	}
 	if c.RedisURL != "" {
-		u, err := url.Parse(c.RedisURL)
-		if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss" && u.Scheme != "unix") {
-			p.add("redisUrl", "must be a redis://, rediss:// or unix:// URL")
+		// The parser serve opens the store with (errors never show the URL).
+		if _, err := kapredis.ParseURL(c.RedisURL); err != nil {
+			if is := kap.ErrorIssues(err); len(is) > 0 {
+				p = append(p, is...)
+			} else {
+				p.add("redisUrl", "%s", kap.ErrorMessage(err))
+			}
 		}
 	}
 	switch c.Role {
