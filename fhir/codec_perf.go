@@ -244,9 +244,36 @@ const (
 type encoder struct {
 	buf     []byte
 	members []member
+	// The Range callback collecting an object's members, bound once (a
+	// closure per object would be an allocation per object); cur and err
+	// are its state. Collecting never recurses into another object.
+	collect func(protoreflect.FieldDescriptor, protoreflect.Value) bool
+	cur     *msgInfo
+	err     error
 }
 
-var encPool = sync.Pool{New: func() any { return &encoder{buf: make([]byte, 0, 64<<10)} }}
+var encPool = sync.Pool{New: func() any {
+	e := &encoder{buf: make([]byte, 0, 64<<10)}
+	e.collect = e.collectField
+	return e
+}}
+
+func (e *encoder) collectField(f protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+	if f.Message() == nil || f.IsMap() {
+		e.err = fallback("non-message or map field")
+		return false
+	}
+	fi := &e.cur.fields[f.Index()]
+	switch f.Cardinality() {
+	case protoreflect.Optional:
+		e.err = e.collectSingle(fi, f, v.Message())
+	case protoreflect.Repeated:
+		e.err = e.collectList(fi, f, v.List())
+	default:
+		e.err = fallback("field cardinality")
+	}
+	return e.err == nil
+}
 
 // fastMarshal encodes a ContainedResource or a bare resource like
 // jsonformat's Marshal and MarshalResource, or returns errFallback.
@@ -293,28 +320,20 @@ func (e *encoder) resource(pb protoreflect.Message) error {
 // "resourceType" for resources.
 func (e *encoder) object(pb protoreflect.Message, in *msgInfo, resourceType bool) error {
 	base := len(e.members)
-	defer func() { e.members = e.members[:base] }()
+	err := e.object1(pb, in, resourceType)
+	e.members = e.members[:base]
+	return err
+}
+
+func (e *encoder) object1(pb protoreflect.Message, in *msgInfo, resourceType bool) error {
+	base := len(e.members)
 	if resourceType {
 		e.members = append(e.members, member{key: "resourceType", what: wString, info: in})
 	}
-	var err error
-	pb.Range(func(f protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if f.Message() == nil || f.IsMap() {
-			err = fallback("non-message or map field")
-			return false
-		}
-		fi := &in.fields[f.Index()]
-		switch f.Cardinality() {
-		case protoreflect.Optional:
-			err = e.collectSingle(fi, f, v.Message())
-		case protoreflect.Repeated:
-			err = e.collectList(fi, f, v.List())
-		default:
-			err = fallback("field cardinality")
-		}
-		return err == nil
-	})
-	if err != nil {
+	e.cur, e.err = in, nil
+	pb.Range(e.collect)
+	if err := e.err; err != nil {
+		e.err = nil
 		return err
 	}
 	ms := e.members[base:]
@@ -414,7 +433,7 @@ func primState(pb protoreflect.Message, in *msgInfo) (isNil, hasExt bool, err er
 	if in.prim == primUnsupported {
 		return false, false, fallback("unsupported primitive " + in.name)
 	}
-	if in.ext != nil {
+	if in.ext != nil && pb.Has(in.ext) { // Has: no List wrapper to allocate
 		exts := pb.Get(in.ext).List()
 		for i := 0; i < exts.Len(); i++ {
 			x, ok := exts.Get(i).Message().Interface().(*dpb.Extension)
@@ -510,7 +529,7 @@ func (e *encoder) nonPrimitive(pb protoreflect.Message, in *msgInfo) error {
 func (e *encoder) primitiveExt(pb protoreflect.Message, in *msgInfo) error {
 	e.buf = append(e.buf, '{')
 	comma := false
-	if in.ext != nil && pb.Get(in.ext).List().Len() > 0 {
+	if in.ext != nil && pb.Has(in.ext) {
 		exts := pb.Get(in.ext).List()
 		e.buf = append(e.buf, `"extension":[`...)
 		ei := infoOf(in.ext.Message())
