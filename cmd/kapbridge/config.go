@@ -8,7 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/url"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/kapbridge/kap"
@@ -81,7 +83,7 @@ func printConfigError(w io.Writer, cmd string, err error) {
 }
 
 // configCmd validates the configuration and prints the effective one (with
-// every default filled in) as JSON. Exit 0 valid, 1 invalid, 2 usage.
+// every default filled in, secrets masked: maskSecrets) as JSON. Exit 0 valid, 1 invalid, 2 usage.
 func (e *env) configCmd(_ context.Context, args []string) int {
 	fs := newFlags("config", e.stderr)
 	cf := addConfigFlags(fs)
@@ -97,7 +99,7 @@ func (e *env) configCmd(_ context.Context, args []string) int {
 		printConfigError(e.stderr, "config", err)
 		return 1
 	}
-	data, err := json.MarshalIndent(cfg, "", "  ")
+	data, err := json.MarshalIndent(maskSecrets(cfg), "", "  ")
 	if err != nil {
 		fmt.Fprintln(e.stderr, "kapbridge config:", err)
 		return 2
@@ -140,4 +142,64 @@ func (e *env) hashKeyCmd(_ context.Context, args []string) int {
 	}
 	fmt.Fprintln(e.stdout, httpapi.HashKey(key))
 	return 0
+}
+
+// maskSecrets returns a copy of cfg for printing: the password of every URL
+// setting (redisUrl's user:password@, as in every other URL) becomes xxxxx,
+// and so does the value of every query parameter whose name looks secret
+// (sentinel_password=, token=, api_key=, ...). The file holds no other
+// secret: target secrets are names of environment variables, API keys are
+// SHA-256 hashes.
+func maskSecrets(cfg config.Config) config.Config {
+	cfg.RedisURL = maskURL(cfg.RedisURL)
+	cfg.OTelEndpoint = maskURL(cfg.OTelEndpoint)
+	cfg.Tenants = slices.Clone(cfg.Tenants)
+	for i := range cfg.Tenants {
+		cfg.Tenants[i].IdentifierBase = maskURL(cfg.Tenants[i].IdentifierBase)
+	}
+	cfg.Targets = slices.Clone(cfg.Targets)
+	for i := range cfg.Targets {
+		t := &cfg.Targets[i]
+		t.BaseURL, t.Auth.TokenURL = maskURL(t.BaseURL), maskURL(t.Auth.TokenURL)
+	}
+	cfg.Issuers = slices.Clone(cfg.Issuers)
+	for i := range cfg.Issuers {
+		is := &cfg.Issuers[i]
+		is.Issuer, is.JWKSURL = maskURL(is.Issuer), maskURL(is.JWKSURL)
+	}
+	return cfg
+}
+
+// maskURL masks the password and the secret-looking query parameters of a
+// URL; a value that is not a URL is masked whole.
+func maskURL(s string) string {
+	if s == "" {
+		return s
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return "xxxxx"
+	}
+	if u.RawQuery != "" {
+		parts := strings.Split(u.RawQuery, "&")
+		for i, kv := range parts {
+			k, _, hasValue := strings.Cut(kv, "=")
+			if name, err := url.QueryUnescape(k); err == nil && hasValue && secretName(name) {
+				parts[i] = k + "=xxxxx"
+			}
+		}
+		u.RawQuery = strings.Join(parts, "&")
+	}
+	return u.Redacted()
+}
+
+// secretName reports whether a parameter name looks like it holds a secret.
+func secretName(name string) bool {
+	name = strings.ToLower(name)
+	for _, w := range []string{"pass", "secret", "token", "key", "sig", "auth", "credential"} {
+		if strings.Contains(name, w) {
+			return true
+		}
+	}
+	return false
 }
