@@ -114,12 +114,65 @@ func contains(l []protoreflect.FullName, n protoreflect.FullName) bool {
 	return false
 }
 
-// validFast reports whether fhirvalidate certainly finds nothing in res.
-func validFast(res proto.Message) bool {
-	pb := res.ProtoReflect()
-	return validMsg(pb, vInfoOf(pb.Descriptor()))
+// validator holds the Range callback bound once (a closure per message
+// would be an allocation per message) and its state: the type of the
+// message being ranged over and the verdict.
+type validator struct {
+	visit func(protoreflect.FieldDescriptor, protoreflect.Value) bool
+	cur   *vInfo
+	ok    bool
 }
 
+var validatorPool = sync.Pool{New: func() any {
+	v := &validator{}
+	v.visit = v.field
+	return v
+}}
+
+// validFast reports whether fhirvalidate certainly finds nothing in res.
+func validFast(res proto.Message) bool {
+	v := validatorPool.Get().(*validator)
+	defer validatorPool.Put(v)
+	pb := res.ProtoReflect()
+	v.ok = true
+	return v.msg(pb, vInfoOf(pb.Descriptor()))
+}
+
+func (v *validator) field(f protoreflect.FieldDescriptor, val protoreflect.Value) bool {
+	if f.Message() == nil {
+		return true
+	}
+	ci := &v.cur.children[f.Index()]
+	c := ci.Load()
+	if c == nil {
+		c = vInfoOf(f.Message())
+		ci.Store(c)
+	}
+	if f.IsList() {
+		l := val.List()
+		for i := 0; i < l.Len(); i++ {
+			if !v.msg(l.Get(i).Message(), c) {
+				return false
+			}
+		}
+		return true
+	}
+	return v.msg(val.Message(), c)
+}
+
+func (v *validator) msg(pb protoreflect.Message, in *vInfo) bool {
+	if !validMsg(pb, in) {
+		v.ok = false
+		return false
+	}
+	parent := v.cur
+	v.cur = in
+	pb.Range(v.visit)
+	v.cur = parent
+	return v.ok
+}
+
+// validMsg checks one message without its children.
 func validMsg(pb protoreflect.Message, in *vInfo) bool {
 	for _, f := range in.required {
 		if !pb.Has(f) {
@@ -161,31 +214,7 @@ func validMsg(pb protoreflect.Message, in *vInfo) bool {
 			return false
 		}
 	}
-	ok := true
-	pb.Range(func(f protoreflect.FieldDescriptor, v protoreflect.Value) bool {
-		if f.Message() == nil {
-			return true
-		}
-		ci := &in.children[f.Index()]
-		c := ci.Load()
-		if c == nil {
-			c = vInfoOf(f.Message())
-			ci.Store(c)
-		}
-		if f.IsList() {
-			l := v.List()
-			for i := 0; i < l.Len(); i++ {
-				if !validMsg(l.Get(i).Message(), c) {
-					ok = false
-					return false
-				}
-			}
-			return true
-		}
-		ok = validMsg(v.Message(), c)
-		return ok
-	})
-	return ok
+	return true
 }
 
 // validString is jsonpbhelper.ValidateString: at most 1 MB, none of
