@@ -103,6 +103,12 @@ type Config struct {
 	// ScreeningPull, when set, serves POST /kap/v1/clients/{id}/$screening-pull
 	// (api_screening.go); nil answers 501.
 	ScreeningPull ScreeningPullFunc
+	// OnQueued, when set, is called after every request that queued outbox
+	// messages committed (onqueued.go); serve sets it to the delivery
+	// worker's Wake when API and worker share a process (role all). It must
+	// not block. Workers of other processes still find the messages by
+	// polling.
+	OnQueued func()
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -153,7 +159,8 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = metrics.New()
 	}
-	cfg.Store = withFHIRIndex(cfg.Store) // FHIR logical ids -> records (fhir_index.go)
+	cfg.Store = withOnQueued(cfg.Store, cfg.OnQueued) // wake a local worker (onqueued.go)
+	cfg.Store = withFHIRIndex(cfg.Store)              // FHIR logical ids -> records (fhir_index.go)
 	s := &server{cfg: cfg, log: cfg.Logger, validator: conformance.NewValidator(cfg.Codec),
 		mappers: map[string]*mapping.Mapper{}}
 	for _, tenant := range cfg.Keys {

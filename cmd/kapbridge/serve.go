@@ -155,6 +155,7 @@ func (m *serveMain) Open() error {
 		TracerProvider: tracerOf(m.tracer),
 		MetricsToken:   os.Getenv("KAPBRIDGE_METRICS_TOKEN"),
 		Ready:          m.ready,
+		OnQueued:       m.onQueued(), // wakes this process's worker (retention.go)
 		Admin:          console,
 		Logger:         cfg.Logger,
 	})
