@@ -95,6 +95,11 @@ func (q ListQuery) PageSize() int {
 type RetentionPolicy struct {
 	MaxAge      time.Duration // prune versions stored longer ago than this
 	MaxVersions int           // keep at most this many versions per record
+	// KeepQueuedFor lists delivery targets: a version whose outbox message
+	// (MessageFor's id) is still queued, in flight or dead-lettered for one
+	// of them is kept whatever its age, so that what is still to be
+	// delivered, or was refused, stays readable in the history.
+	KeepQueuedFor []string
 }
 
 // RecordStore keeps the latest version and the history of every record of a

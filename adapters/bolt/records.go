@@ -291,7 +291,7 @@ func (r *records) Prune(ctx context.Context, tenant string, p kap.RetentionPolic
 				}
 				old := p.MaxVersions > 0 && fromNewest >= p.MaxVersions
 				aged := p.MaxAge > 0 && now.Sub(groupRecs[i].StoredAt) > p.MaxAge
-				if old || aged {
+				if (old || aged) && !queued(tx, tenant, p.KeepQueuedFor, groupRecs[i]) {
 					doomed = append(doomed, group[i])
 				}
 			}
@@ -309,7 +309,7 @@ func (r *records) Prune(ctx context.Context, tenant string, p kap.RetentionPolic
 				return err
 			}
 			group = append(group, append([]byte{}, k...))
-			groupRecs = append(groupRecs, kap.StoredRecord{StoredAt: rec.StoredAt})
+			groupRecs = append(groupRecs, kap.StoredRecord{Kind: rec.Kind, ID: rec.ID, Version: rec.Version, StoredAt: rec.StoredAt})
 		}
 		flush()
 		for _, k := range doomed {
@@ -321,4 +321,21 @@ func (r *records) Prune(ctx context.Context, tenant string, p kap.RetentionPolic
 		return nil
 	})
 	return n, err
+}
+
+// queued reports whether the outbox message of rec is queued, in flight or
+// dead-lettered for one of targets.
+func queued(tx *bbolt.Tx, tenant string, targets []string, rec kap.StoredRecord) bool {
+	if len(targets) == 0 {
+		return false
+	}
+	id := kap.MessageFor(rec, "", time.Time{}).ID
+	ids, dlids := tx.Bucket(bObID), tx.Bucket(bDLID)
+	for _, tg := range targets {
+		k := key(str(tenant), str(tg), str(id))
+		if ids.Get(k) != nil || dlids.Get(k) != nil {
+			return true
+		}
+	}
+	return false
 }

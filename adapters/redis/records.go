@@ -339,7 +339,13 @@ func (r *records) Prune(ctx context.Context, tenant string, p kap.RetentionPolic
 				continue // the latest is never pruned
 			}
 			if (p.MaxVersions > 0 && i >= p.MaxVersions) || (p.MaxAge > 0 && now.Sub(v.StoredAt) > p.MaxAge) {
-				doomed = append(doomed, "v:"+strconv.Itoa(v.Version))
+				keep, err := s.queued(ctx, tenant, p.KeepQueuedFor, v)
+				if err != nil {
+					return n, err
+				}
+				if !keep {
+					doomed = append(doomed, "v:"+strconv.Itoa(v.Version))
+				}
 			}
 		}
 		if len(doomed) > 0 {
@@ -353,4 +359,28 @@ func (r *records) Prune(ctx context.Context, tenant string, p kap.RetentionPolic
 		return n, wrap(err)
 	}
 	return n, nil
+}
+
+// queued reports whether the outbox message of rec is queued, in flight or
+// dead-lettered for one of targets.
+func (s *Store) queued(ctx context.Context, tenant string, targets []string, rec kap.StoredRecord) (bool, error) {
+	if len(targets) == 0 {
+		return false, nil
+	}
+	id := kap.MessageFor(rec, "", time.Time{}).ID
+	pipe := s.c.Pipeline()
+	var cmds []*goredis.BoolCmd
+	for _, tg := range targets {
+		ob := s.obp(tenant, tg)
+		cmds = append(cmds, pipe.HExists(ctx, ob+"msgs", id), pipe.HExists(ctx, ob+"dl", id))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return false, wrap(err)
+	}
+	for _, c := range cmds {
+		if c.Val() {
+			return true, nil
+		}
+	}
+	return false, nil
 }

@@ -481,6 +481,81 @@ func RunRecordStore(t *testing.T, f Factory) {
 			t.Fatalf("version after prune = %d, want 6", r.Version)
 		}
 	})
+	t.Run("PruneKeepsQueuedAndDeadLettered", func(t *testing.T) {
+		s, clock := open(t, f)
+		rs, ob := s.Records(), s.Outbox()
+		ten, tg := Uniq("clinic"), Uniq("ehr")
+		// Five versions, each queued for tg; c-1's queue holds them in order.
+		for i := 0; i < 5; i++ {
+			_, _, err := rs.Put(ctx, Rec(ten, "DosingSession", "ds-1", "c-1", fmt.Sprint(i), day0), kap.PutOptions{Targets: []string{tg}})
+			must(t, err)
+		}
+		// v1 is delivered, v2 dead-lettered; v3..v5 stay queued.
+		ls := lease(t, ob, tg, 10)
+		if len(ls) != 1 || ls[0].Message.Version != 1 {
+			t.Fatalf("lease = %v", ids(ls))
+		}
+		must(t, ob.Ack(ctx, ls[0]))
+		ls = lease(t, ob, tg, 10)
+		if len(ls) != 1 || ls[0].Message.Version != 2 {
+			t.Fatalf("lease = %v", ids(ls))
+		}
+		must(t, ob.DeadLetter(ctx, ls[0], "refused", kap.Attempt{At: clock.Now(), Status: 422}))
+		clock.Advance(48 * time.Hour)
+		// Another target's queue does not keep anything.
+		n, err := rs.Prune(ctx, ten, kap.RetentionPolicy{MaxAge: time.Hour, KeepQueuedFor: []string{Uniq("other")}})
+		must(t, err)
+		h, err := rs.History(ctx, ten, "DosingSession", "ds-1")
+		must(t, err)
+		if n != 4 || fmt.Sprint(versions(h)) != "[5]" {
+			t.Fatalf("prune keeping another target's queue: removed %d, history %v; want 4 and [5]", n, versions(h))
+		}
+		// Again with fresh versions, keeping what tg still holds.
+		ten, tg = Uniq("clinic"), Uniq("ehr")
+		for i := 0; i < 5; i++ {
+			_, _, err := rs.Put(ctx, Rec(ten, "DosingSession", "ds-1", "c-1", fmt.Sprint(i), day0), kap.PutOptions{Targets: []string{tg}})
+			must(t, err)
+		}
+		ls = lease(t, ob, tg, 10)
+		if len(ls) != 1 || ls[0].Message.Version != 1 || ls[0].Message.Tenant != ten {
+			t.Fatalf("lease = %v", ids(ls))
+		}
+		must(t, ob.Ack(ctx, ls[0]))
+		ls = lease(t, ob, tg, 10)
+		if len(ls) != 1 || ls[0].Message.Version != 2 {
+			t.Fatalf("lease = %v", ids(ls))
+		}
+		must(t, ob.DeadLetter(ctx, ls[0], "refused", kap.Attempt{At: clock.Now(), Status: 422}))
+		ls = lease(t, ob, tg, 10) // v3 in flight
+		if len(ls) != 1 || ls[0].Message.Version != 3 {
+			t.Fatalf("lease = %v", ids(ls))
+		}
+		clock.Advance(48 * time.Hour)
+		n, err = rs.Prune(ctx, ten, kap.RetentionPolicy{MaxAge: time.Hour, KeepQueuedFor: []string{Uniq("other"), tg}})
+		must(t, err)
+		h, err = rs.History(ctx, ten, "DosingSession", "ds-1")
+		must(t, err)
+		if n != 1 || fmt.Sprint(versions(h)) != "[5 4 3 2]" {
+			t.Fatalf("prune keeping tg's queue: removed %d, history %v; want 1 (the delivered v1) and [5 4 3 2]", n, versions(h))
+		}
+		// Once delivered and the dead letter discarded, they go too.
+		must(t, ob.Ack(ctx, ls[0]))
+		must(t, ob.Discard(ctx, ten, tg, "DosingSession/ds-1/2", "test"))
+		for _, v := range []int{4, 5} {
+			ls = lease(t, ob, tg, 10)
+			if len(ls) != 1 || ls[0].Message.Version != v {
+				t.Fatalf("lease = %v, want v%d", ids(ls), v)
+			}
+			must(t, ob.Ack(ctx, ls[0]))
+		}
+		n, err = rs.Prune(ctx, ten, kap.RetentionPolicy{MaxAge: time.Hour, KeepQueuedFor: []string{tg}})
+		must(t, err)
+		h, err = rs.History(ctx, ten, "DosingSession", "ds-1")
+		must(t, err)
+		if n != 3 || fmt.Sprint(versions(h)) != "[5]" {
+			t.Fatalf("prune after delivery: removed %d, history %v; want 3 and [5]", n, versions(h))
+		}
+	})
 	t.Run("PutEnqueues", func(t *testing.T) {
 		s, _ := open(t, f)
 		rs, ob := s.Records(), s.Outbox()
