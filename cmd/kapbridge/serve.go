@@ -116,6 +116,18 @@ func (m *serveMain) Open() error {
 		return err
 	}
 	m.met = metrics.New()
+	// Queue depth, oldest age and dead letters per target on /metrics
+	// (every role): internal/metrics/queue.go.
+	var targetNames []string
+	for _, t := range cfg.Config.Targets {
+		targetNames = append(targetNames, t.Name)
+	}
+	if err := m.met.RegisterQueue(store.Outbox(), targetNames, metrics.QueueOptions{Logger: cfg.Logger}); err != nil {
+		stop()
+		audit.Close()
+		store.Close()
+		return err
+	}
 	if cfg.Config.OTelEndpoint != "" {
 		tp, err := httpapi.NewTracerProvider(context.Background(), cfg.Config.OTelEndpoint)
 		if err != nil {
