@@ -139,6 +139,13 @@ type server struct {
 	auditor   *auditor                     // the audit sink (audit.go)
 }
 
+// CapabilityStatement returns the server CapabilityStatement GET
+// /fhir/r4/metadata answers, dated now (kapbridge capability --server).
+func CapabilityStatement(codec *fhir.Codec, now time.Time) ([]byte, error) {
+	s := &server{cfg: Config{Codec: codec, Now: func() time.Time { return now }}}
+	return s.capability()
+}
+
 // New returns the HTTP handler.
 func New(cfg Config) (http.Handler, error) {
 	if cfg.Store == nil || cfg.Codec == nil {

@@ -7,6 +7,7 @@ import (
 
 	bcrpb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/resources/bundle_and_contained_resource_go_proto"
 
+	"github.com/kapbridge/kap/adapters/httpapi"
 	"github.com/kapbridge/kap/conformance"
 	"github.com/kapbridge/kap/fhir"
 	"github.com/kapbridge/kap/internal/synth"
@@ -19,9 +20,16 @@ var Version = "0.1.0-dev"
 // capabilityCmd prints the CapabilityStatement generated from what the
 // mapping really produces: it maps a synthetic course covering every
 // record kind and route, and collects the resource types and profiles.
+// With --server it prints the statement of the gateway's FHIR facade, the
+// one GET /fhir/r4/metadata answers (interactions, search parameters).
 func (e *env) capabilityCmd(_ context.Context, args []string) int {
 	fs := newFlags("capability", e.stderr)
+	server := fs.Bool("server", false, "print the server CapabilityStatement GET /fhir/r4/metadata answers")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 0 {
+		fmt.Fprintln(e.stderr, "usage: kapbridge capability [--server]")
 		return 2
 	}
 	codec, err := fhir.NewCodec()
@@ -29,7 +37,15 @@ func (e *env) capabilityCmd(_ context.Context, args []string) int {
 		fmt.Fprintln(e.stderr, "kapbridge capability:", err)
 		return 2
 	}
-	cs, err := capabilityStatement(codec, nil)
+	var cs *bcrpb.ContainedResource
+	if *server {
+		var data []byte
+		if data, err = httpapi.CapabilityStatement(codec, time.Now()); err == nil {
+			cs, err = codec.Unmarshal(data)
+		}
+	} else {
+		cs, err = capabilityStatement(codec, nil)
+	}
 	if err != nil {
 		fmt.Fprintln(e.stderr, "kapbridge capability:", err)
 		return 2
