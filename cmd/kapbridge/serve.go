@@ -57,6 +57,7 @@ type serveMain struct {
 	done  chan error
 	met   *metrics.Metrics
 	dlv   *deliveryMain      // the delivery worker, when the role runs it
+	ret   *retentionRun      // history pruning, when the role runs workers (retention.go)
 	audit *httpapi.AuditFile // the audit trail, <data>/audit
 	stop  context.CancelFunc // ends the handler's background work
 	// tracer exports spans when Config.OTelEndpoint is set.
@@ -190,6 +191,12 @@ func (m *serveMain) Open() error {
 		store.Close()
 		return err
 	}
+	if err := m.startRetention(bg, store, os.Getenv); err != nil {
+		m.stopDelivery()
+		ln.Close()
+		store.Close()
+		return err
+	}
 	m.admin.Start()
 	m.srv = &http.Server{
 		Handler:           h,
@@ -221,6 +228,7 @@ func (m *serveMain) Close() error {
 	if derr := m.stopDelivery(); err == nil {
 		err = derr
 	}
+	m.ret.stop()
 	if cerr := m.store.Close(); err == nil {
 		err = cerr
 	}
