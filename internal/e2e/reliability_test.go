@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"cmp"
 	"os"
 	"sync"
 	"testing"
@@ -14,7 +15,14 @@ import (
 // 30-second outage) on top of the suite's 200-session run.
 const LongEnv = "KAPBRIDGE_LONG"
 
+// PlainEnv runs TestReliabilityModes/plain, a known failure of the
+// search-then-write strategy under lost answers (docs/reliability.md).
+const PlainEnv = "KAPBRIDGE_E2E_PLAIN"
+
 type reliabilityRun struct {
+	// mode is the peer's write profile (default transaction); the sender
+	// picks its strategy from /metadata.
+	mode     ehrtest.Mode
 	store    string
 	sessions int
 	rejects  int
@@ -33,6 +41,21 @@ func TestReliability(t *testing.T) {
 	}
 }
 
+// TestReliabilityModes runs a smaller corpus against each per-resource
+// write profile, where a lost answer leaves part of a record written.
+func TestReliabilityModes(t *testing.T) {
+	for _, mode := range []ehrtest.Mode{ehrtest.ModeConditionalUpdate, ehrtest.ModeConditionalCreate, ehrtest.ModePlain} {
+		t.Run(string(mode), func(t *testing.T) {
+			if mode == ehrtest.ModePlain && os.Getenv(PlainEnv) != "1" {
+				t.Skipf("known failure, see docs/reliability.md: against a plain peer some records are dead-lettered "+
+					"with HTTP 412 when an answer to a PUT with If-Match is lost (the PUT is retried with the now stale "+
+					"version); set %s=1 to run it", PlainEnv)
+			}
+			runReliability(t, reliabilityRun{mode: mode, store: "redis", sessions: 30, rejects: 2, outage: 3 * time.Second, heapBound: 256 << 20})
+		})
+	}
+}
+
 // TestReliabilityLong is issue #6's bar: 2,000 dosing sessions per store
 // and a 30-second outage. KAPBRIDGE_LONG=1 go test ./internal/e2e/ -run Long -timeout 60m
 func TestReliabilityLong(t *testing.T) {
@@ -47,7 +70,7 @@ func TestReliabilityLong(t *testing.T) {
 }
 
 func runReliability(t *testing.T, cfg reliabilityRun) {
-	srv := ehrtest.Start(t, ehrtest.Options{})
+	srv := ehrtest.Start(t, ehrtest.Options{Mode: cfg.mode})
 	px := ehrtest.StartProxy(t, srv.Addr)
 	store := openStore(t, cfg.store)
 	g := startGateway(t, store, px.URL(srv), gatewayOptions{
@@ -118,11 +141,11 @@ func runReliability(t *testing.T, cfg reliabilityRun) {
 	px.Reset()
 	maxHeap := heap.Stop()
 
-	st := checkPeer(t, srv, c)
 	checkDeadLetters(t, g, c)
+	st := checkPeer(t, srv, c)
 	h := g.worker.Health()
-	t.Logf("%s: %d records (%d dosing sessions, %d refused by the peer) over HTTP in %v; all delivered %v after the start (outage %v from %v)",
-		cfg.store, c.records, c.sessions, len(c.rejected), submitted.Round(time.Millisecond), elapsed.Round(time.Millisecond),
+	t.Logf("%s, peer mode %s: %d records (%d dosing sessions, %d refused by the peer) over HTTP in %v; all delivered %v after the start (outage %v from %v)",
+		cfg.store, cmp.Or(cfg.mode, ehrtest.ModeTransaction), c.records, c.sessions, len(c.rejected), submitted.Round(time.Millisecond), elapsed.Round(time.Millisecond),
 		cfg.outage, outageAt.Round(time.Second))
 	t.Logf("peer: %d resources, %d identifier keys, 0 duplicates; requests %v; interactions %v; faults injected %v",
 		st.Total, st.Identifiers, st.Requests, st.Interactions, st.Faults)
