@@ -16,9 +16,12 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	goredis "github.com/redis/go-redis/v9"
 
 	"github.com/kapbridge/kap"
 	"github.com/kapbridge/kap/adapters/bolt"
+	kapredis "github.com/kapbridge/kap/adapters/redis"
+	"github.com/kapbridge/kap/adapters/redis/redistest"
 	"github.com/kapbridge/kap/internal/metrics"
 )
 
@@ -82,14 +85,32 @@ func scrape(t *testing.T, url string) map[string]float64 {
 	return out
 }
 
+// TestQueueCollector scrapes the collector over a real bbolt store and a
+// real Redis.
 func TestQueueCollector(t *testing.T) {
+	t.Run("bolt", func(t *testing.T) {
+		clk := &clock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+		store, err := bolt.Open(filepath.Join(t.TempDir(), "kap.db"), bolt.Options{Now: clk.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer store.Close()
+		testQueueCollector(t, store, clk)
+	})
+	t.Run("redis", func(t *testing.T) {
+		if testing.Short() {
+			t.Skip("needs redis-server")
+		}
+		srv := redistest.Start(t, redistest.Options{})
+		c := goredis.NewClient(&goredis.Options{Addr: srv.Addr})
+		defer c.Close()
+		clk := &clock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
+		testQueueCollector(t, kapredis.New(c, kapredis.Options{Now: clk.Now}), clk)
+	})
+}
+
+func testQueueCollector(t *testing.T, store kap.Store, clk *clock) {
 	ctx := context.Background()
-	clk := &clock{t: time.Date(2026, 3, 1, 9, 0, 0, 0, time.UTC)}
-	store, err := bolt.Open(filepath.Join(t.TempDir(), "kap.db"), bolt.Options{Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
 	ob := &countingOutbox{Outbox: store.Outbox()}
 
 	// ehr: two tenants, three clients, the oldest enqueued first; payer:
