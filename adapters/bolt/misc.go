@@ -48,6 +48,29 @@ func (l *ledger) Put(ctx context.Context, e kap.LedgerEntry) error {
 	})
 }
 
+func (l *ledger) PutAll(ctx context.Context, entries []kap.LedgerEntry) error {
+	for i, e := range entries {
+		if err := kap.ValidateLedgerEntry(e); err != nil {
+			return kap.Errorf(kap.EINVALID, "entries[%d]: %s", i, kap.ErrorMessage(err))
+		}
+	}
+	if len(entries) == 0 {
+		return nil
+	}
+	s := (*Store)(l)
+	return s.update(ctx, func(tx *bbolt.Tx) error {
+		now := s.opt.Now()
+		b := tx.Bucket(bLedger)
+		for _, e := range entries {
+			e.UpdatedAt = now
+			if err := putJSON(b, ledgerKey(e.LedgerKey), e); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 func (l *ledger) ListByState(ctx context.Context, tenant, target string, state kap.LedgerState, limit int) ([]kap.LedgerEntry, error) {
 	if err := kap.ValidateName("tenant", tenant); err != nil {
 		return nil, err

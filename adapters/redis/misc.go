@@ -58,6 +58,40 @@ func (l *ledger) Put(ctx context.Context, e kap.LedgerEntry) error {
 	return wrap(scriptLedgerPut.Run(ctx, l.c, []string{entries}, states, sets, ledgerField(e.LedgerKey), string(e.State), data).Err())
 }
 
+func (l *ledger) PutAll(ctx context.Context, entries []kap.LedgerEntry) error {
+	for i, e := range entries {
+		if err := kap.ValidateLedgerEntry(e); err != nil {
+			return kap.Errorf(kap.EINVALID, "entries[%d]: %s", i, kap.ErrorMessage(err))
+		}
+	}
+	// One script (one slot, atomic) per (tenant, target).
+	type group struct{ tenant, target string }
+	args := map[group][]any{}
+	var order []group
+	now := l.opt.Now()
+	for _, e := range entries {
+		g := group{e.Tenant, e.Target}
+		if _, ok := args[g]; !ok {
+			_, states, sets := l.keys(e.Tenant, e.Target)
+			args[g] = []any{states, sets}
+			order = append(order, g)
+		}
+		e.UpdatedAt = now
+		data, err := json.Marshal(e)
+		if err != nil {
+			return wrap(err)
+		}
+		args[g] = append(args[g], ledgerField(e.LedgerKey), string(e.State), data)
+	}
+	for _, g := range order {
+		entries, _, _ := l.keys(g.tenant, g.target)
+		if err := scriptLedgerPutAll.Run(ctx, l.c, []string{entries}, args[g]...).Err(); err != nil {
+			return wrap(err)
+		}
+	}
+	return nil
+}
+
 func (l *ledger) ListByState(ctx context.Context, tenant, target string, state kap.LedgerState, limit int) ([]kap.LedgerEntry, error) {
 	if err := tenantTarget(tenant, target); err != nil {
 		return nil, err

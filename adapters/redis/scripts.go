@@ -246,6 +246,20 @@ redis.call('HSET', KEYS[1], ARGV[3], ARGV[5])
 return 1
 `)
 
+// scriptLedgerPutAll: KEYS[1] = entries hash; ARGV = states hash, state set
+// prefix, then (field, state, json) per entry.
+var scriptLedgerPutAll = goredis.NewScript(`
+for i = 3, #ARGV, 3 do
+  local f, st = ARGV[i], ARGV[i+1]
+  local old = redis.call('HGET', ARGV[1], f)
+  if old then redis.call('SREM', ARGV[2] .. old, f) end
+  redis.call('SADD', ARGV[2] .. st, f)
+  redis.call('HSET', ARGV[1], f, st)
+  redis.call('HSET', KEYS[1], f, ARGV[i+2])
+end
+return 1
+`)
+
 // scriptReserve: KEYS[1] = idempotency key; ARGV = fingerprint, now ms,
 // reservation ttl ms.
 var scriptReserve = goredis.NewScript(`

@@ -3,6 +3,8 @@ package storetest
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -63,6 +65,52 @@ func RunLedger(t *testing.T, f Factory) {
 	wantCode(t, l.Put(ctx, kap.LedgerEntry{LedgerKey: kap.LedgerKey{Tenant: ten, Target: tg}, State: kap.LedgerSent}), kap.EINVALID)
 	_, err = l.ListByState(ctx, ten, tg, "bogus", 10)
 	wantCode(t, err, kap.EINVALID)
+
+	// PutAll: many entries at once, moving states like Put; an invalid
+	// entry refuses the whole call before anything is written.
+	tg2, tg3 := Uniq("ehr"), Uniq("ehr")
+	var batch []kap.LedgerEntry
+	for i := range 65 {
+		key := kap.LedgerKey{Tenant: ten, Target: tg2, ResourceType: "Observation", Identifier: fmt.Sprintf("urn:obs|%d", i)}
+		batch = append(batch, kap.LedgerEntry{LedgerKey: key, TargetID: fmt.Sprint("o-", i), State: kap.LedgerUnknown})
+	}
+	batch = append(batch, kap.LedgerEntry{LedgerKey: kap.LedgerKey{Tenant: ten, Target: tg3, ResourceType: "Patient", Identifier: "urn:p|1"},
+		State: kap.LedgerConfirmed})
+	must(t, l.PutAll(ctx, batch))
+	must(t, l.PutAll(ctx, nil))
+	unknown, err = l.ListByState(ctx, ten, tg2, kap.LedgerUnknown, 100)
+	must(t, err)
+	if len(unknown) != 65 {
+		t.Fatalf("%d unknown entries after PutAll, want 65", len(unknown))
+	}
+	e, err = l.Get(ctx, batch[64].LedgerKey)
+	must(t, err)
+	if e.TargetID != "o-64" || e.State != kap.LedgerUnknown || e.UpdatedAt.IsZero() {
+		t.Fatalf("entry after PutAll = %+v", e)
+	}
+	if e, err := l.Get(ctx, batch[65].LedgerKey); err != nil || e.State != kap.LedgerConfirmed {
+		t.Fatalf("the other target's entry after PutAll = %+v %v", e, err)
+	}
+	for i := range batch[:65] {
+		batch[i].State = kap.LedgerConfirmed
+	}
+	bad := append(append([]kap.LedgerEntry{}, batch[:65]...), kap.LedgerEntry{LedgerKey: batch[0].LedgerKey, State: "lost"})
+	err = l.PutAll(ctx, bad)
+	wantCode(t, err, kap.EINVALID)
+	if !strings.Contains(err.Error(), "entries[65]") {
+		t.Fatalf("the error does not name the entry: %v", err)
+	}
+	if unknown, _ := l.ListByState(ctx, ten, tg2, kap.LedgerUnknown, 100); len(unknown) != 65 {
+		t.Fatalf("a refused PutAll wrote %d entries", 65-len(unknown))
+	}
+	must(t, l.PutAll(ctx, batch[:65]))
+	unknown, err = l.ListByState(ctx, ten, tg2, kap.LedgerUnknown, 100)
+	must(t, err)
+	conf, err = l.ListByState(ctx, ten, tg2, kap.LedgerConfirmed, 100)
+	must(t, err)
+	if len(unknown) != 0 || len(conf) != 65 {
+		t.Fatalf("after PutAll confirmed: %d unknown, %d confirmed", len(unknown), len(conf))
+	}
 }
 
 // RunCache tests kap.Cache and kap.CacheToken.
