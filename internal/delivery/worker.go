@@ -618,8 +618,12 @@ func (w *Worker) count(t *target, outcome string) {
 // finding or not finding it) may resolve that. The failure is recorded in
 // LastError and the state stays unknown.
 func (w *Worker) writeLedger(ctx context.Context, t *target, msg kap.OutboxMessage, entries []kap.LedgerEntry, state kap.LedgerState, lastError string) {
+	if len(entries) == 0 {
+		return
+	}
 	lg := w.cfg.Store.Ledger()
-	put := func(e kap.LedgerEntry) {
+	out := make([]kap.LedgerEntry, 0, len(entries))
+	for _, e := range entries {
 		e.Tenant, e.Target = msg.Tenant, t.name
 		if e.State == "" {
 			e.State = state
@@ -642,31 +646,27 @@ func (w *Worker) writeLedger(ctx context.Context, t *target, msg kap.OutboxMessa
 				// unknown outcome with failed (unknown is still written).
 				w.log.Error("delivery ledger read failed", "target", t.name, "resource_type", e.ResourceType, "err", err)
 				if e.State == kap.LedgerFailed {
-					return
+					continue
 				}
 			}
 		}
-		if err := lg.Put(ctx, e); err != nil {
-			w.log.Error("delivery ledger write failed", "target", t.name, "resource_type", e.ResourceType, "err", err)
-		}
+		out = append(out, e)
 	}
-	if len(entries) <= 1 {
-		for _, e := range entries {
-			put(e)
+	// One transaction for all the entries of the record version (65 for a
+	// dosing session) instead of one each.
+	err := lg.PutAll(ctx, out)
+	if kap.ErrorCode(err) == kap.EINVALID && len(out) > 1 {
+		// One malformed entry (a sender's) must not cost the others.
+		for _, e := range out {
+			if perr := lg.Put(ctx, e); perr != nil {
+				w.log.Error("delivery ledger write failed", "target", t.name, "resource_type", e.ResourceType, "err", perr)
+			}
 		}
 		return
 	}
-	// The entries are independent keys: write them concurrently (a
-	// Redis store pipelines them over its pool; bbolt serialises them).
-	var wg sync.WaitGroup
-	for _, e := range entries {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			put(e)
-		}()
+	if err != nil {
+		w.log.Error("delivery ledger write failed", "target", t.name, "entries", len(out), "err", err)
 	}
-	wg.Wait()
 }
 
 // affected returns the ledger keys of the message's resources that the

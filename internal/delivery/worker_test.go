@@ -912,3 +912,30 @@ func TestReplayedDeadLetterGetsFreshAttempts(t *testing.T) {
 		}
 	})
 }
+
+// badEntry adds a malformed ledger entry (a sender's bug) to the result.
+type badEntry struct{ kap.Sender }
+
+func (b badEntry) Send(ctx context.Context, m kap.OutboxMessage) (kap.SendResult, error) {
+	res, err := b.Sender.Send(ctx, m)
+	res.Resources = append(res.Resources,
+		kap.LedgerEntry{LedgerKey: kap.LedgerKey{ResourceType: "Procedure", Identifier: m.Resources[0].System + "|" + m.Resources[0].Value},
+			TargetID: "p-1", State: kap.LedgerConfirmed},
+		kap.LedgerEntry{LedgerKey: kap.LedgerKey{ResourceType: "not a type!", Identifier: "x|y"}, State: kap.LedgerConfirmed})
+	return res, err
+}
+
+// The ledger entries of a delivery are written in one PutAll; a malformed
+// entry does not cost the others their write.
+func TestMalformedLedgerEntryDoesNotCostTheOthers(t *testing.T) {
+	eachBackend(t, func(t *testing.T, b backend) {
+		s := b.open(t, time.Minute)
+		enqueue(t, s, message("clinic", "c1", "s1", 1))
+		start(t, delivery.Config{Store: s, Targets: []delivery.Target{{Sender: badEntry{newFiles(t, t.TempDir())}}}})
+		eventually(t, "the queue to drain", func() bool { return depth(t, s) == 0 })
+		e, err := ledgerOf(t, s, "clinic", "s1")
+		if err != nil || e.State != kap.LedgerConfirmed || e.TargetID != "p-1" {
+			t.Fatalf("ledger %+v %v", e, err)
+		}
+	})
+}
