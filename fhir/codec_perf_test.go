@@ -274,3 +274,57 @@ func BenchmarkValidateDosingBundle(b *testing.B) {
 		})
 	}
 }
+
+// TestFastPathsConcurrent: the encoder and the validity proof share
+// per-type caches and pooled state; concurrent use gives every caller
+// its own jsonformat bytes and verdicts (run with -race).
+func TestFastPathsConcurrent(t *testing.T) {
+	c := fhir.MustCodec()
+	files, _ := filepath.Glob("../testdata/fhir/*.json")
+	type job struct {
+		b    *bcrpb.Bundle
+		want []byte
+	}
+	var jobs []job
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cr, err := c.UnmarshalLenient(data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, err := c.MarshalJSONFormat(cr.GetBundle())
+		if err != nil {
+			t.Fatal(err)
+		}
+		jobs = append(jobs, job{cr.GetBundle(), want})
+	}
+	fresh := fhir.MustCodec()
+	done := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		go func(g int) {
+			for i := range jobs {
+				j := jobs[(i+g*7)%len(jobs)]
+				got, err := fresh.Marshal(j.b)
+				if err != nil || !bytes.Equal(got, j.want) {
+					done <- fmt.Errorf("goroutine %d: Bundle %d differs (%v)", g, i, err)
+					return
+				}
+				for _, e := range j.b.GetEntry() {
+					if err := fresh.Validate(e.GetResource()); err != nil {
+						done <- err
+						return
+					}
+				}
+			}
+			done <- nil
+		}(g)
+	}
+	for g := 0; g < 8; g++ {
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}
+}
