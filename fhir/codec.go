@@ -296,7 +296,10 @@ func joinPath(base, key string) string {
 // re-marshals the parsed resource and reports every input key whose exact
 // spelling is absent where a key differing only in case is present.
 func (c *Codec) caseCheck(data []byte, cr *bcrpb.ContainedResource) []kap.Issue {
-	out, err := c.m.Marshal(cr)
+	// Marshal: jsonformat's bytes, through the fast encoder when it
+	// applies (where jsonformat would rewrite references in cr, Marshal
+	// runs jsonformat, so cr comes back as before).
+	out, err := c.Marshal(cr)
 	if err != nil {
 		return nil
 	}
