@@ -39,6 +39,9 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 )
 
+// r4Package prefixes the full names of the R4 core messages.
+const r4Package = "google.fhir.r4.core."
+
 // errFallback: the fast encoder cannot reproduce jsonformat here.
 var errFallback = errors.New("fhir: fast marshal not applicable")
 
@@ -288,6 +291,9 @@ func fastMarshal(res proto.Message) ([]byte, error) {
 		}
 	}()
 	pb := res.ProtoReflect()
+	if !strings.HasPrefix(string(pb.Descriptor().FullName()), r4Package) {
+		return nil, fallback("not an R4 message") // the rules above are R4's
+	}
 	var err error
 	if infoOf(pb.Descriptor()).kind == kindContained {
 		err = e.contained(pb)

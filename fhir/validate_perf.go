@@ -28,6 +28,7 @@ import (
 	"math"
 	"net/url"
 	"regexp"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -134,6 +135,9 @@ func validFast(res proto.Message) bool {
 	v := validatorPool.Get().(*validator)
 	defer validatorPool.Put(v)
 	pb := res.ProtoReflect()
+	if !strings.HasPrefix(string(pb.Descriptor().FullName()), r4Package) {
+		return false // the type names above are R4's
+	}
 	v.ok = true
 	return v.msg(pb, vInfoOf(pb.Descriptor()))
 }

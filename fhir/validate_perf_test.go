@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	dpb "github.com/google/fhir/go/proto/google/fhir/proto/r4/core/datatypes_go_proto"
+	d3pb "github.com/google/fhir/go/proto/google/fhir/proto/stu3/datatypes_go_proto"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
@@ -142,5 +143,20 @@ func TestValidFastNeverPassesWhatFHIRValidateRejects(t *testing.T) {
 	t.Logf("%d resources, %d mutations, %d rejected by fhirvalidate", len(res)/step, tried, rejected)
 	if rejected < 1000 {
 		t.Errorf("only %d of %d mutations were invalid; the test checks too little", rejected, tried)
+	}
+}
+
+// TestFastPathsR4Only: the fast paths know R4's types only; other
+// versions' messages go to jsonformat and fhirvalidate.
+func TestFastPathsR4Only(t *testing.T) {
+	s3 := &d3pb.String{Value: "a\x01b"}
+	if fhir.ValidFast(s3) {
+		t.Error("the fast proof passed an STU3 message")
+	}
+	if fhir.MustCodec().Validate(s3) == nil {
+		t.Error("Validate passed an STU3 String with a control character")
+	}
+	if _, err := fhir.FastMarshal(&d3pb.Boolean{Value: true}); err == nil {
+		t.Error("the fast encoder took an STU3 message")
 	}
 }
