@@ -334,11 +334,39 @@ type Ledger interface {
 	// PutAll writes the entries like Put, in one transaction per (tenant,
 	// target) (bbolt: all in one): the entries of one delivered record
 	// version (65 for a dosing session) cost one write instead of one each.
-	// Returns EINVALID, naming the entry, before writing anything when an
-	// entry is invalid. A key given twice keeps the last entry.
-	PutAll(ctx context.Context, entries []LedgerEntry) error
+	// opt.KeepUnknown applies the delivery worker's rule atomically with
+	// the write. Returns EINVALID, naming the entry, before writing
+	// anything when an entry is invalid. A key given twice keeps the last
+	// entry.
+	PutAll(ctx context.Context, entries []LedgerEntry, opt LedgerPutOptions) error
 	// ListByState returns up to limit entries of a tenant's target in state.
 	ListByState(ctx context.Context, tenant, target string, state LedgerState, limit int) ([]LedgerEntry, error)
+}
+
+// LedgerPutOptions qualify Ledger.PutAll.
+type LedgerPutOptions struct {
+	// KeepUnknown: a failed entry does not replace a stored unknown one
+	// (a write was sent and no answer came; only a read of the target may
+	// resolve it): the stored state stays unknown and the new LastError is
+	// written. And a failed or unknown entry without a TargetID keeps the
+	// stored TargetID and VersionID.
+	KeepUnknown bool
+}
+
+// MergeLedgerEntry returns next as PutAll with KeepUnknown writes it over the
+// stored prev: a failed or unknown next keeps prev's target id and version
+// when it has none, and stays unknown when prev is unknown.
+func MergeLedgerEntry(prev, next LedgerEntry) LedgerEntry {
+	if next.State != LedgerFailed && next.State != LedgerUnknown {
+		return next
+	}
+	if next.TargetID == "" {
+		next.TargetID, next.VersionID = prev.TargetID, prev.VersionID
+	}
+	if prev.State == LedgerUnknown {
+		next.State = LedgerUnknown
+	}
+	return next
 }
 
 // Cache keeps values until their TTL passes. Keys are chosen by the caller

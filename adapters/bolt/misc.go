@@ -48,7 +48,7 @@ func (l *ledger) Put(ctx context.Context, e kap.LedgerEntry) error {
 	})
 }
 
-func (l *ledger) PutAll(ctx context.Context, entries []kap.LedgerEntry) error {
+func (l *ledger) PutAll(ctx context.Context, entries []kap.LedgerEntry, opt kap.LedgerPutOptions) error {
 	for i, e := range entries {
 		if err := kap.ValidateLedgerEntry(e); err != nil {
 			return kap.Errorf(kap.EINVALID, "entries[%d]: %s", i, kap.ErrorMessage(err))
@@ -63,7 +63,18 @@ func (l *ledger) PutAll(ctx context.Context, entries []kap.LedgerEntry) error {
 		b := tx.Bucket(bLedger)
 		for _, e := range entries {
 			e.UpdatedAt = now
-			if err := putJSON(b, ledgerKey(e.LedgerKey), e); err != nil {
+			k := ledgerKey(e.LedgerKey)
+			if opt.KeepUnknown && (e.State == kap.LedgerFailed || e.State == kap.LedgerUnknown) {
+				var prev kap.LedgerEntry
+				ok, err := getJSON(b, k, &prev)
+				if err != nil {
+					return err
+				}
+				if ok {
+					e = kap.MergeLedgerEntry(prev, e)
+				}
+			}
+			if err := putJSON(b, k, e); err != nil {
 				return err
 			}
 		}

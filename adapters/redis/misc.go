@@ -58,7 +58,7 @@ func (l *ledger) Put(ctx context.Context, e kap.LedgerEntry) error {
 	return wrap(scriptLedgerPut.Run(ctx, l.c, []string{entries}, states, sets, ledgerField(e.LedgerKey), string(e.State), data).Err())
 }
 
-func (l *ledger) PutAll(ctx context.Context, entries []kap.LedgerEntry) error {
+func (l *ledger) PutAll(ctx context.Context, entries []kap.LedgerEntry, opt kap.LedgerPutOptions) error {
 	for i, e := range entries {
 		if err := kap.ValidateLedgerEntry(e); err != nil {
 			return kap.Errorf(kap.EINVALID, "entries[%d]: %s", i, kap.ErrorMessage(err))
@@ -73,7 +73,11 @@ func (l *ledger) PutAll(ctx context.Context, entries []kap.LedgerEntry) error {
 		g := group{e.Tenant, e.Target}
 		if _, ok := args[g]; !ok {
 			_, states, sets := l.keys(e.Tenant, e.Target)
-			args[g] = []any{states, sets}
+			keep := "0"
+			if opt.KeepUnknown {
+				keep = "1"
+			}
+			args[g] = []any{states, sets, keep}
 			order = append(order, g)
 		}
 		e.UpdatedAt = now

@@ -247,15 +247,35 @@ return 1
 `)
 
 // scriptLedgerPutAll: KEYS[1] = entries hash; ARGV = states hash, state set
-// prefix, then (field, state, json) per entry.
+// prefix, keep-unknown "1" or "0", then (field, state, json) per entry. With
+// keep-unknown, a failed or unknown entry keeps the stored target id and
+// version when it has none, and a failed one over an unknown one stays
+// unknown (kap.MergeLedgerEntry).
 var scriptLedgerPutAll = goredis.NewScript(`
-for i = 3, #ARGV, 3 do
-  local f, st = ARGV[i], ARGV[i+1]
+local keep = ARGV[3] == '1'
+for i = 4, #ARGV, 3 do
+  local f, st, js = ARGV[i], ARGV[i+1], ARGV[i+2]
   local old = redis.call('HGET', ARGV[1], f)
+  if keep and old and (st == 'failed' or st == 'unknown') then
+    local prevjs = redis.call('HGET', KEYS[1], f)
+    if prevjs then
+      local prev, e = cjson.decode(prevjs), cjson.decode(js)
+      local changed = false
+      if (e['targetId'] == nil or e['targetId'] == '') and prev['targetId'] then
+        e['targetId'], e['versionId'] = prev['targetId'], prev['versionId']
+        changed = true
+      end
+      if old == 'unknown' and st ~= 'unknown' then
+        e['state'], st = 'unknown', 'unknown'
+        changed = true
+      end
+      if changed then js = cjson.encode(e) end
+    end
+  end
   if old then redis.call('SREM', ARGV[2] .. old, f) end
   redis.call('SADD', ARGV[2] .. st, f)
   redis.call('HSET', ARGV[1], f, st)
-  redis.call('HSET', KEYS[1], f, ARGV[i+2])
+  redis.call('HSET', KEYS[1], f, js)
 end
 return 1
 `)

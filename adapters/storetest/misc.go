@@ -76,8 +76,8 @@ func RunLedger(t *testing.T, f Factory) {
 	}
 	batch = append(batch, kap.LedgerEntry{LedgerKey: kap.LedgerKey{Tenant: ten, Target: tg3, ResourceType: "Patient", Identifier: "urn:p|1"},
 		State: kap.LedgerConfirmed})
-	must(t, l.PutAll(ctx, batch))
-	must(t, l.PutAll(ctx, nil))
+	must(t, l.PutAll(ctx, batch, kap.LedgerPutOptions{}))
+	must(t, l.PutAll(ctx, nil, kap.LedgerPutOptions{}))
 	unknown, err = l.ListByState(ctx, ten, tg2, kap.LedgerUnknown, 100)
 	must(t, err)
 	if len(unknown) != 65 {
@@ -95,7 +95,7 @@ func RunLedger(t *testing.T, f Factory) {
 		batch[i].State = kap.LedgerConfirmed
 	}
 	bad := append(append([]kap.LedgerEntry{}, batch[:65]...), kap.LedgerEntry{LedgerKey: batch[0].LedgerKey, State: "lost"})
-	err = l.PutAll(ctx, bad)
+	err = l.PutAll(ctx, bad, kap.LedgerPutOptions{})
 	wantCode(t, err, kap.EINVALID)
 	if !strings.Contains(err.Error(), "entries[65]") {
 		t.Fatalf("the error does not name the entry: %v", err)
@@ -103,13 +103,49 @@ func RunLedger(t *testing.T, f Factory) {
 	if unknown, _ := l.ListByState(ctx, ten, tg2, kap.LedgerUnknown, 100); len(unknown) != 65 {
 		t.Fatalf("a refused PutAll wrote %d entries", 65-len(unknown))
 	}
-	must(t, l.PutAll(ctx, batch[:65]))
+	must(t, l.PutAll(ctx, batch[:65], kap.LedgerPutOptions{}))
 	unknown, err = l.ListByState(ctx, ten, tg2, kap.LedgerUnknown, 100)
 	must(t, err)
 	conf, err = l.ListByState(ctx, ten, tg2, kap.LedgerConfirmed, 100)
 	must(t, err)
 	if len(unknown) != 0 || len(conf) != 65 {
 		t.Fatalf("after PutAll confirmed: %d unknown, %d confirmed", len(unknown), len(conf))
+	}
+
+	// KeepUnknown: a failed entry does not replace an unknown one; the
+	// target id and version are kept; a confirmed one resolves it.
+	keep := kap.LedgerPutOptions{KeepUnknown: true}
+	ku := kap.LedgerKey{Tenant: ten, Target: tg3, ResourceType: "Procedure", Identifier: "urn:proc|1"}
+	kn := kap.LedgerKey{Tenant: ten, Target: tg3, ResourceType: "Procedure", Identifier: "urn:proc|new"}
+	must(t, l.Put(ctx, kap.LedgerEntry{LedgerKey: ku, TargetID: "t-1", VersionID: "2", State: kap.LedgerUnknown, LastError: "no answer"}))
+	must(t, l.PutAll(ctx, []kap.LedgerEntry{
+		{LedgerKey: ku, State: kap.LedgerFailed, LastError: "refused (HTTP 422)"},
+		{LedgerKey: kn, State: kap.LedgerFailed, LastError: "refused"},
+	}, keep))
+	if e, err := l.Get(ctx, ku); err != nil || e.State != kap.LedgerUnknown || e.TargetID != "t-1" || e.VersionID != "2" || e.LastError != "refused (HTTP 422)" {
+		t.Fatalf("failed over unknown with KeepUnknown = %+v %v; want unknown, t-1/2, the new error", e, err)
+	}
+	if e, err := l.Get(ctx, kn); err != nil || e.State != kap.LedgerFailed || e.LastError != "refused" {
+		t.Fatalf("a new failed entry with KeepUnknown = %+v %v", e, err)
+	}
+	if u, _ := l.ListByState(ctx, ten, tg3, kap.LedgerUnknown, 10); len(u) != 1 || u[0].Identifier != ku.Identifier {
+		t.Fatalf("unknown entries = %+v", u)
+	}
+	if f, _ := l.ListByState(ctx, ten, tg3, kap.LedgerFailed, 10); len(f) != 1 || f[0].Identifier != kn.Identifier {
+		t.Fatalf("failed entries = %+v", f)
+	}
+	must(t, l.PutAll(ctx, []kap.LedgerEntry{{LedgerKey: ku, TargetID: "t-9", VersionID: "1", State: kap.LedgerConfirmed}}, keep))
+	if e, err := l.Get(ctx, ku); err != nil || e.State != kap.LedgerConfirmed || e.TargetID != "t-9" || e.LastError != "" {
+		t.Fatalf("confirmed over unknown = %+v %v", e, err)
+	}
+	must(t, l.PutAll(ctx, []kap.LedgerEntry{{LedgerKey: ku, State: kap.LedgerFailed, LastError: "refused"}}, keep))
+	if e, err := l.Get(ctx, ku); err != nil || e.State != kap.LedgerFailed || e.TargetID != "t-9" || e.VersionID != "1" {
+		t.Fatalf("failed over confirmed = %+v %v; want failed keeping t-9/1", e, err)
+	}
+	must(t, l.PutAll(ctx, []kap.LedgerEntry{{LedgerKey: ku, State: kap.LedgerUnknown}}, keep))
+	must(t, l.PutAll(ctx, []kap.LedgerEntry{{LedgerKey: ku, State: kap.LedgerFailed}}, kap.LedgerPutOptions{}))
+	if e, err := l.Get(ctx, ku); err != nil || e.State != kap.LedgerFailed || e.TargetID != "" {
+		t.Fatalf("failed over unknown without KeepUnknown = %+v %v; want a plain write", e, err)
 	}
 }
 

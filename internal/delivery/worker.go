@@ -616,7 +616,8 @@ func (w *Worker) count(t *target, outcome string) {
 // never replaces an unknown one: the earlier write was sent and no answer
 // came, and only a read of the target (a confirmed write, or a search
 // finding or not finding it) may resolve that. The failure is recorded in
-// LastError and the state stays unknown.
+// LastError and the state stays unknown. The store applies both rules in the
+// write's transaction (kap.LedgerPutOptions.KeepUnknown).
 func (w *Worker) writeLedger(ctx context.Context, t *target, msg kap.OutboxMessage, entries []kap.LedgerEntry, state kap.LedgerState, lastError string) {
 	if len(entries) == 0 {
 		return
@@ -631,34 +632,17 @@ func (w *Worker) writeLedger(ctx context.Context, t *target, msg kap.OutboxMessa
 		if e.LastError == "" {
 			e.LastError = lastError
 		}
-		if e.State == kap.LedgerFailed || e.State == kap.LedgerUnknown {
-			prev, err := lg.Get(ctx, e.LedgerKey)
-			switch {
-			case err == nil:
-				if e.TargetID == "" {
-					e.TargetID, e.VersionID = prev.TargetID, prev.VersionID
-				}
-				if prev.State == kap.LedgerUnknown {
-					e.State = kap.LedgerUnknown
-				}
-			case kap.ErrorCode(err) != kap.ENOTFOUND:
-				// Not knowing the entry, do not risk overwriting an
-				// unknown outcome with failed (unknown is still written).
-				w.log.Error("delivery ledger read failed", "target", t.name, "resource_type", e.ResourceType, "err", err)
-				if e.State == kap.LedgerFailed {
-					continue
-				}
-			}
-		}
 		out = append(out, e)
 	}
 	// One transaction for all the entries of the record version (65 for a
-	// dosing session) instead of one each.
-	err := lg.PutAll(ctx, out)
+	// dosing session) instead of one each; the store keeps an unknown
+	// entry unknown atomically with the write.
+	opt := kap.LedgerPutOptions{KeepUnknown: true}
+	err := lg.PutAll(ctx, out, opt)
 	if kap.ErrorCode(err) == kap.EINVALID && len(out) > 1 {
 		// One malformed entry (a sender's) must not cost the others.
 		for _, e := range out {
-			if perr := lg.Put(ctx, e); perr != nil {
+			if perr := lg.PutAll(ctx, []kap.LedgerEntry{e}, opt); perr != nil {
 				w.log.Error("delivery ledger write failed", "target", t.name, "resource_type", e.ResourceType, "err", perr)
 			}
 		}
