@@ -7,8 +7,11 @@
 //     HTTP-date) is honoured when it fits in MaxWait, otherwise the response
 //     goes back to the caller at once so that the outbox waits instead;
 //   - no automatic retry of a non-idempotent request (POST without
-//     If-None-Exist, PATCH): its outcome is unknown when the answer is lost.
-//     Only a connection that was never established is retried;
+//     If-None-Exist, PATCH) nor of a request with If-Match: its outcome is
+//     unknown when the answer is lost (a repeated If-Match write whose first
+//     try was applied carries a stale version and is refused with 412, so
+//     the caller must read the target instead). Only a connection that was
+//     never established is retried;
 //   - a per-attempt timeout and a total timeout;
 //   - one 401 asks the transport to refresh its credentials (Refresher) and
 //     repeats the request once;
@@ -202,8 +205,14 @@ func New(opts Options) *Client {
 
 // Idempotent reports whether the client may repeat req after a lost answer:
 // every method but POST and PATCH, and a POST carrying If-None-Exist (a
-// conditional create finds its own earlier write).
+// conditional create finds its own earlier write). A request with If-Match
+// is not: when its first try was applied, the version it names is stale and
+// a repeat is refused with 412, which reads as a conflict although the write
+// is in place. Its caller resolves a lost answer by reading the target.
 func Idempotent(req *http.Request) bool {
+	if req.Header.Get("If-Match") != "" {
+		return false
+	}
 	switch req.Method {
 	case http.MethodPost:
 		return req.Header.Get("If-None-Exist") != ""
@@ -243,7 +252,8 @@ func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error)
 		return false, nil
 	}
 	if v, ok := ctx.Value(attemptKey{}).(*attemptState); ok && !v.idempotent {
-		// A 5xx to a POST does not tell whether it was applied.
+		// A 5xx to a POST (or an If-Match write) does not tell whether it
+		// was applied.
 		return false, nil
 	}
 	if ra, ok := c.retryAfter(resp); ok && ra > c.opts.MaxWait {

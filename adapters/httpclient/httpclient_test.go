@@ -444,3 +444,41 @@ func TestParseRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// A write with If-Match is not repeated once it may have reached the
+// target: a repeat of an applied write names a stale version and would be
+// refused with 412 (issue #6). Without If-Match the same PUT is repeated.
+func TestIfMatchIsNotRetried(t *testing.T) {
+	addr, n := resetListener(t)
+	c := httpclient.New(fastOptions())
+	_, err := do(t, c, "PUT", "http://"+addr+"/Observation/1", []byte(`{}`), http.Header{"If-Match": {`W/"3"`}})
+	if err == nil || httpclient.NotSent(err) {
+		t.Fatalf("err %v, want an error with the outcome unknown", err)
+	}
+	if got := n.Load(); got != 1 {
+		t.Errorf("PUT with If-Match sent %d times after a reset, want 1", got)
+	}
+	n.Store(0)
+	if _, err := do(t, c, "PUT", "http://"+addr+"/Observation/1", []byte(`{}`), nil); err == nil {
+		t.Fatal("want an error")
+	}
+	if got := n.Load(); got < 2 {
+		t.Errorf("PUT without If-Match sent %d times after resets, want retries", got)
+	}
+
+	s := &scripted{statuses: []int{503, 200}}
+	srv := httptest.NewServer(s)
+	defer srv.Close()
+	resp, err := do(t, c, "PUT", srv.URL+"/Observation/1", []byte(`{}`), http.Header{"If-Match": {`W/"3"`}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.Status != 503 || s.count() != 1 {
+		t.Fatalf("PUT with If-Match: status %d after %d requests, want 503 after 1", resp.Status, s.count())
+	}
+	req, _ := http.NewRequest("PUT", "http://x/Observation/1", nil)
+	req.Header.Set("If-Match", `W/"1"`)
+	if httpclient.Idempotent(req) {
+		t.Error("Idempotent(PUT with If-Match) = true")
+	}
+}
