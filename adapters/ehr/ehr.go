@@ -445,8 +445,13 @@ func (s *Sender) writeOne(ctx context.Context, st *sendState, e *entry, strategy
 	switch {
 	case strategy == StrategyConditionalUpdate && !haveID:
 		resp, err = s.write(ctx, http.MethodPut, e.Type+"?"+e.query(), e.Resource, nil)
+	case haveID && strategy == StrategySearch && known.Version != "":
+		// If-Match: a lost answer or a 409/412 is resolved by a read.
+		if resp, err = s.putResolved(ctx, st, e, known); err != nil {
+			return err
+		}
 	case haveID:
-		resp, err = s.putByID(ctx, e, known, strategy == StrategySearch)
+		resp, err = s.putByID(ctx, e, known, false)
 	case strategy == StrategyConditionalCreate:
 		resp, err = s.write(ctx, http.MethodPost, e.Type, e.Resource, http.Header{"If-None-Exist": {e.query()}})
 		if err == nil && resp.Status == http.StatusOK && rule.Accepts("update") {
@@ -463,7 +468,9 @@ func (s *Sender) writeOne(ctx context.Context, st *sendState, e *entry, strategy
 	}
 	switch resp.Status {
 	case http.StatusConflict, http.StatusPreconditionFailed:
-		// Someone else changed it: re-read, then one more try with If-Match.
+		// Someone else changed it: re-read, then one more try with If-Match
+		// (putResolved: a lost answer to it is resolved by a read, never
+		// taken for a refusal).
 		hits, serr := s.search(ctx, e.Type, e.query())
 		if serr != nil {
 			return serr
@@ -471,9 +478,13 @@ func (s *Sender) writeOne(ctx context.Context, st *sendState, e *entry, strategy
 		if len(hits) != 1 {
 			return s.statusError(resp)
 		}
-		resp, err = s.putByID(ctx, e, hits[0], true)
-		if err != nil {
-			return s.lost(st, e, err)
+		if hits[0].Version == "" {
+			resp, err = s.putByID(ctx, e, hits[0], false)
+			if err != nil {
+				return s.lost(st, e, err)
+			}
+		} else if resp, err = s.putResolved(ctx, st, e, hits[0]); err != nil {
+			return err
 		}
 	case http.StatusNotFound, http.StatusGone:
 		if haveID {
