@@ -47,7 +47,7 @@ func (s *Store) enqueueTx(tx *bbolt.Tx, m kap.OutboxMessage, now time.Time) erro
 		return err
 	}
 	k := key(str(m.Tenant), str(m.Target), str(m.ClientID), u64(seq))
-	data, err := encodeMessage(m)
+	data, err := kap.MarshalOutboxMessage(m)
 	if err != nil {
 		return err
 	}
@@ -77,10 +77,10 @@ func (o *outbox) Enqueue(ctx context.Context, msgs ...kap.OutboxMessage) error {
 		if err := kap.ValidateMessage(msgs[i]); err != nil {
 			return err
 		}
-		if err := checkRaw("record", msgs[i].Record); err != nil {
+		if err := kap.CheckRawJSON("record", msgs[i].Record); err != nil {
 			return err
 		}
-		if err := checkRaw("bundle", msgs[i].Bundle); err != nil {
+		if err := kap.CheckRawJSON("bundle", msgs[i].Bundle); err != nil {
 			return err
 		}
 	}
@@ -293,7 +293,7 @@ func (o *outbox) Retry(ctx context.Context, l kap.Lease, at time.Time, a kap.Att
 			return err
 		}
 		stored.Attempts = append(stored.Attempts, a)
-		data, err := encodeMessage(stored)
+		data, err := kap.MarshalOutboxMessage(stored)
 		if err != nil {
 			return err
 		}

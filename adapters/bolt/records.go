@@ -35,10 +35,10 @@ func (r *records) Put(ctx context.Context, rec kap.StoredRecord, opt kap.PutOpti
 			return kap.StoredRecord{}, false, err
 		}
 	}
-	if err := checkRaw("record", rec.Record); err != nil {
+	if err := kap.CheckRawJSON("record", rec.Record); err != nil {
 		return kap.StoredRecord{}, false, err
 	}
-	if err := checkRaw("bundle", rec.Bundle); err != nil {
+	if err := kap.CheckRawJSON("bundle", rec.Bundle); err != nil {
 		return kap.StoredRecord{}, false, err
 	}
 	s := (*Store)(r)
@@ -66,7 +66,7 @@ func (r *records) Put(ctx context.Context, rec kap.StoredRecord, opt kap.PutOpti
 		now := s.opt.Now()
 		rec.Version = cur.Version + 1
 		rec.StoredAt = now
-		data, err := encodeRecord(rec)
+		data, err := kap.MarshalStoredRecord(rec)
 		if err != nil {
 			return err
 		}

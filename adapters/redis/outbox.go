@@ -44,10 +44,10 @@ func (o *outbox) Enqueue(ctx context.Context, msgs ...kap.OutboxMessage) error {
 		if err := kap.ValidateMessage(msgs[i]); err != nil {
 			return err
 		}
-		if err := checkRaw("record", msgs[i].Record); err != nil {
+		if err := kap.CheckRawJSON("record", msgs[i].Record); err != nil {
 			return err
 		}
-		if err := checkRaw("bundle", msgs[i].Bundle); err != nil {
+		if err := kap.CheckRawJSON("bundle", msgs[i].Bundle); err != nil {
 			return err
 		}
 	}
@@ -77,7 +77,7 @@ func (o *outbox) Enqueue(ctx context.Context, msgs ...kap.OutboxMessage) error {
 				m.EnqueuedAt = now
 			}
 			m.Attempts = nil // attempts are kept in their own list
-			data, err := encodeMessage(m)
+			data, err := kap.MarshalOutboxMessage(m)
 			if err != nil {
 				return wrap(err)
 			}
@@ -294,7 +294,7 @@ func (o *outbox) Replay(ctx context.Context, tenant, target, id string) error {
 		m.Attempts = nil // kept in their own list
 		m.Replays++
 		m.ReplayedAttempts = natt
-		next, err := encodeMessage(m)
+		next, err := kap.MarshalOutboxMessage(m)
 		if err != nil {
 			return wrap(err)
 		}

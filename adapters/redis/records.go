@@ -69,10 +69,10 @@ func (r *records) Put(ctx context.Context, rec kap.StoredRecord, opt kap.PutOpti
 			return kap.StoredRecord{}, false, err
 		}
 	}
-	if err := checkRaw("record", rec.Record); err != nil {
+	if err := kap.CheckRawJSON("record", rec.Record); err != nil {
 		return kap.StoredRecord{}, false, err
 	}
-	if err := checkRaw("bundle", rec.Bundle); err != nil {
+	if err := kap.CheckRawJSON("bundle", rec.Bundle); err != nil {
 		return kap.StoredRecord{}, false, err
 	}
 	s := (*Store)(r)
@@ -107,7 +107,7 @@ func (r *records) Put(ctx context.Context, rec kap.StoredRecord, opt kap.PutOpti
 		}
 		nr.Version = base + 1
 		nr.StoredAt = now
-		data, err := encodeRecord(nr)
+		data, err := kap.MarshalStoredRecord(nr)
 		if err != nil {
 			return kap.StoredRecord{}, false, wrap(err)
 		}
@@ -134,7 +134,7 @@ func (r *records) Put(ctx context.Context, rec kap.StoredRecord, opt kap.PutOpti
 		args = append(args, len(opt.Targets))
 		for _, t := range opt.Targets {
 			m := kap.MessageFor(nr, t, now)
-			mj, err := encodeMessage(m)
+			mj, err := kap.MarshalOutboxMessage(m)
 			if err != nil {
 				return kap.StoredRecord{}, false, wrap(err)
 			}

@@ -1,21 +1,17 @@
-package bolt
+package kap
 
-import (
-	"encoding/json"
-
-	kap "github.com/kapbridge/kap"
-)
+import "encoding/json"
 
 // The record and the Bundle are the bulk of every stored record and outbox
 // message (a dosing session's Bundle is about 80 kB). encoding/json
 // re-validates and compacts a json.RawMessage each time it encodes one, and a
 // Put encodes them once for the record and once per target; instead they are
-// checked once (checkRaw) and spliced into the encoded envelope.
+// checked once (CheckRawJSON) and spliced into the encoded envelope.
 
-// checkRaw reports EINVALID when a non-empty raw field is not JSON.
-func checkRaw(field string, raw json.RawMessage) error {
+// CheckRawJSON reports EINVALID when a non-empty raw field is not JSON.
+func CheckRawJSON(field string, raw json.RawMessage) error {
 	if len(raw) > 0 && !json.Valid(raw) {
-		return kap.Errorf(kap.EINVALID, "%s is not valid JSON", field)
+		return Errorf(EINVALID, "%s is not valid JSON", field)
 	}
 	return nil
 }
@@ -53,15 +49,17 @@ func splice(v any, record, bundle json.RawMessage) ([]byte, error) {
 	return append(out, '}'), nil
 }
 
-// encodeRecord encodes a stored record (Record and Bundle checked).
-func encodeRecord(r kap.StoredRecord) ([]byte, error) {
+// MarshalStoredRecord encodes a stored record whose Record and Bundle were
+// checked with CheckRawJSON; every RecordStore implementation stores this form.
+func MarshalStoredRecord(r StoredRecord) ([]byte, error) {
 	rec, b := r.Record, r.Bundle
 	r.Record, r.Bundle = nil, nil
 	return splice(r, rec, b)
 }
 
-// encodeMessage encodes an outbox message (Record and Bundle checked).
-func encodeMessage(m kap.OutboxMessage) ([]byte, error) {
+// MarshalOutboxMessage encodes an outbox message whose Record and Bundle were
+// checked with CheckRawJSON.
+func MarshalOutboxMessage(m OutboxMessage) ([]byte, error) {
 	rec, b := m.Record, m.Bundle
 	m.Record, m.Bundle = nil, nil
 	return splice(m, rec, b)

@@ -1,4 +1,4 @@
-package redis
+package kap_test
 
 import (
 	"encoding/json"
@@ -17,7 +17,7 @@ func TestSpliceEqualsEncodingJSON(t *testing.T) {
 		{ID: "x", Tenant: "t", Target: "ehr", ClientID: "c", Bundle: json.RawMessage(`{"resourceType":"Bundle"}`)},
 		{ID: "x", Tenant: "t", Target: "ehr", ClientID: "c"},
 	} {
-		data, err := encodeMessage(m)
+		data, err := kap.MarshalOutboxMessage(m)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -48,7 +48,7 @@ func TestSpliceEqualsEncodingJSON(t *testing.T) {
 			t.Fatalf("spliced %s\n decodes to %+v\n want %+v", data, got, want)
 		}
 	}
-	if err := checkRaw("bundle", json.RawMessage(`{"resourceType":`)); kap.ErrorCode(err) != kap.EINVALID {
+	if err := kap.CheckRawJSON("bundle", json.RawMessage(`{"resourceType":`)); kap.ErrorCode(err) != kap.EINVALID {
 		t.Fatalf("truncated JSON: %v", err)
 	}
 }
