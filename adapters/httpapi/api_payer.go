@@ -68,6 +68,23 @@ type Submission struct {
 	MessageID string `json:"messageId"`
 }
 
+// operationRecord returns the tenant's mapper and the latest record the
+// operation of the URL ($claim, $rems, $screening-pull) applies to; when it
+// returns false it has answered the request.
+func (s *server) operationRecord(c *gin.Context, tenant string, kind kap.Kind) (*mapping.Mapper, kap.Record, bool) {
+	m := s.mappers[tenant]
+	if m == nil {
+		s.fail(c, kap.Errorf(kap.EFORBIDDEN, "the tenant has no mapping configuration"))
+		return nil, nil, false
+	}
+	rec, _, err := s.getRecordOf(c.Request.Context(), tenant, kind, c.Param("id"))
+	if err != nil {
+		s.fail(c, err)
+		return nil, nil, false
+	}
+	return m, rec, true
+}
+
 // getRecordOf reads and decodes the latest version of a record.
 func (s *server) getRecordOf(ctx context.Context, tenant string, kind kap.Kind, id string) (kap.Record, kap.StoredRecord, error) {
 	if kap.ValidateID("id", id) != nil {
@@ -285,14 +302,8 @@ func (s *server) claimOp(c *gin.Context) {
 	}
 	preauth := use == "preauthorization"
 	tenant, ctx := c.GetString(ctxTenant), c.Request.Context()
-	m := s.mappers[tenant]
-	if m == nil {
-		s.fail(c, kap.Errorf(kap.EFORBIDDEN, "the tenant has no mapping configuration"))
-		return
-	}
-	rec, _, err := s.getRecordOf(ctx, tenant, kind, c.Param("id"))
-	if err != nil {
-		s.fail(c, err)
+	m, rec, ok := s.operationRecord(c, tenant, kind)
+	if !ok {
 		return
 	}
 	in := kap.ClaimInput{}
@@ -305,6 +316,7 @@ func (s *server) claimOp(c *gin.Context) {
 	}
 	client := rec.RecordClientID()
 	date := kap.Date(rec.RecordDate().Format("2006-01-02"))
+	var err error
 	if in.Intake, err = s.latestIntake(ctx, tenant, client); err != nil {
 		s.fail(c, err)
 		return
@@ -746,14 +758,8 @@ func (s *server) remsOp(c *gin.Context) {
 		return
 	}
 	tenant, ctx := c.GetString(ctxTenant), c.Request.Context()
-	m := s.mappers[tenant]
-	if m == nil {
-		s.fail(c, kap.Errorf(kap.EFORBIDDEN, "the tenant has no mapping configuration"))
-		return
-	}
-	rec, _, err := s.getRecordOf(ctx, tenant, kind, c.Param("id"))
-	if err != nil {
-		s.fail(c, err)
+	m, rec, ok := s.operationRecord(c, tenant, kind)
+	if !ok {
 		return
 	}
 	ds := rec.(*kap.DosingSession)

@@ -69,14 +69,8 @@ func (s *server) screeningPullOp(c *gin.Context) {
 		return
 	}
 	tenant, ctx := c.GetString(ctxTenant), c.Request.Context()
-	m := s.mappers[tenant]
-	if m == nil {
-		s.fail(c, kap.Errorf(kap.EFORBIDDEN, "the tenant has no mapping configuration"))
-		return
-	}
-	rec, _, err := s.getRecordOf(ctx, tenant, kind, c.Param("id"))
-	if err != nil {
-		s.fail(c, err)
+	m, rec, ok := s.operationRecord(c, tenant, kind)
+	if !ok {
 		return
 	}
 	clientID := rec.RecordID()
