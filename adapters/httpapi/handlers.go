@@ -534,5 +534,9 @@ func (s *server) readyz(c *gin.Context) {
 		s.fail(c, kap.Errorf(kap.EUNAVAILABLE, "the store does not answer"))
 		return
 	}
-	c.String(http.StatusOK, "ready")
+	if s.cfg.Circuits == nil {
+		c.String(http.StatusOK, "ready")
+		return
+	}
+	c.JSON(http.StatusOK, gin.H{"status": "ready", "circuits": s.cfg.Circuits()})
 }

@@ -93,6 +93,11 @@ type Config struct {
 	// Ready, when set, is asked by GET /readyz after the store: an error
 	// answers 503 (e.g. a process whose delivery workers are not running).
 	Ready func(ctx context.Context) error
+	// Circuits, when set, gives each delivery target's circuit-breaker
+	// state (closed, half-open, open) for the body of GET /readyz. An open
+	// circuit does not make the process unready: the target is down, not
+	// this process, and its messages wait in the outbox.
+	Circuits func() map[string]string
 	// Admin, when set, is the admin console (adapters/admin), served at
 	// /admin and /admin/* behind its own session login, not the API keys.
 	Admin http.Handler

@@ -168,6 +168,7 @@ func (m *serveMain) Open() error {
 		TracerProvider: tracerOf(m.tracer),
 		MetricsToken:   os.Getenv("KAPBRIDGE_METRICS_TOKEN"),
 		Ready:          m.ready,
+		Circuits:       m.circuits(),
 		OnQueued:       m.onQueued(), // wakes this process's worker (retention.go)
 		Admin:          console,
 		Logger:         cfg.Logger,

@@ -144,6 +144,18 @@ func (m *deliveryMain) Ready(context.Context) error {
 	return nil
 }
 
+// Circuits returns each target's circuit-breaker state for /readyz.
+func (m *deliveryMain) Circuits() map[string]string {
+	out := map[string]string{}
+	if m == nil || m.worker == nil {
+		return out
+	}
+	for _, t := range m.worker.Health().Targets {
+		out[t.Name] = t.Circuit
+	}
+	return out
+}
+
 // Stop stops the worker gracefully (its leases go back to the outbox) and
 // closes the senders; call it before the store closes.
 func (m *deliveryMain) Stop(ctx context.Context) error {
@@ -188,6 +200,15 @@ func (m *serveMain) stopDelivery() error {
 	ctx, cancel := context.WithTimeout(context.Background(), workerStopTimeout)
 	defer cancel()
 	return m.dlv.Stop(ctx)
+}
+
+// circuits is the /readyz circuit report of a process that runs workers;
+// nil for an API-only process.
+func (m *serveMain) circuits() func() map[string]string {
+	if !runsWorkers(m.cfg.Config.Role) {
+		return nil
+	}
+	return func() map[string]string { return m.dlv.Circuits() }
 }
 
 // ready is the readiness hook of /readyz: a process whose role runs workers

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -133,8 +134,24 @@ func TestReadyzFollowsTheWorkers(t *testing.T) {
 	m := startServer(t, dir, io.Discard)
 	defer m.Close()
 	c := &httpClient{t: t, base: "http://" + m.Addr()}
-	if r := c.get("/readyz"); r.status != 200 {
-		t.Fatalf("readyz %d: %s", r.status, r.body)
+	ready := c.get("/readyz")
+	if ready.status != 200 {
+		t.Fatalf("readyz %d: %s", ready.status, ready.body)
+	}
+	// The body reports each target's circuit, as the worker sees it.
+	var body struct {
+		Status   string            `json:"status"`
+		Circuits map[string]string `json:"circuits"`
+	}
+	if err := json.Unmarshal(ready.body, &body); err != nil {
+		t.Fatalf("readyz body %s: %v", ready.body, err)
+	}
+	want := map[string]string{}
+	for _, th := range m.dlv.worker.Health().Targets {
+		want[th.Name] = th.Circuit
+	}
+	if body.Status != "ready" || len(body.Circuits) == 0 || !reflect.DeepEqual(body.Circuits, want) {
+		t.Fatalf("readyz body %s, want status ready and circuits %v", ready.body, want)
 	}
 	if err := m.dlv.worker.Stop(context.Background()); err != nil {
 		t.Fatal(err)
