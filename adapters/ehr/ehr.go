@@ -462,6 +462,11 @@ func (s *Sender) writeOne(ctx context.Context, st *sendState, e *entry, strategy
 		}
 	default:
 		resp, err = s.write(ctx, http.MethodPost, e.Type, e.Resource, nil)
+		if err != nil && !httpclient.NotSent(err) {
+			if r, ok := s.findCreated(ctx, e); ok {
+				resp, err = r, nil
+			}
+		}
 	}
 	if err != nil {
 		return s.lost(st, e, err)

@@ -237,3 +237,22 @@ func contains(have, sent any) bool {
 	}
 	return false
 }
+
+// findCreated resolves a create whose answer was lost by reading the
+// target at once: exactly one resource with e's business identifier that
+// carries what we sent means the create landed. Otherwise (none found, the
+// read failed, other content) it reports false and the write stays unknown:
+// a create still in flight at the target could land after a search that
+// found nothing, so a second create is never sent in the same attempt.
+func (s *Sender) findCreated(ctx context.Context, e *entry) (*httpclient.Response, bool) {
+	hits, err := s.search(ctx, e.Type, e.query())
+	if err != nil || len(hits) != 1 {
+		return nil, false
+	}
+	cur, err := s.read(ctx, e.Type, hits[0].ID)
+	if err != nil || cur == nil || !carries(cur.Resource, e.Resource) {
+		return nil, false
+	}
+	s.log.DebugContext(ctx, "create resolved by reading the target", "target", s.name, "type", e.Type)
+	return cur.response(), true
+}

@@ -211,6 +211,49 @@ func TestLostIfMatchAnswerResolvedByRead(t *testing.T) {
 	})
 }
 
+// A create whose answer is lost and which the target does not hold (not
+// processed, or still in flight) stays unknown: no second create in the same
+// attempt; the next attempt searches and writes it.
+func TestLostCreateNotFoundStaysUnknown(t *testing.T) {
+	srv := startFHIR(t, "plain")
+	srv.Control(t, map[string]any{"reset": true, "clearFaults": true, "mode": "plain"})
+	u := must(url.Parse(srv.Base))
+	var posts atomic.Int32
+	rp := httputil.NewSingleHostReverseProxy(&url.URL{Scheme: u.Scheme, Host: u.Host})
+	proxy := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPost && posts.Add(1) == 1 {
+			// Read, never forwarded, connection closed.
+			if conn, _, err := w.(http.Hijacker).Hijack(); err == nil {
+				conn.Close()
+			}
+			return
+		}
+		rp.ServeHTTP(w, r)
+	})}
+	ln := must(net.Listen("tcp", "127.0.0.1:0"))
+	go proxy.Serve(ln)
+	t.Cleanup(func() { proxy.Close() })
+	h := newHarness(t, "http://"+ln.Addr().String()+u.Path, "generic", nil)
+
+	_, err := h.send("10-client-c001.json")
+	se := kap.SendErrorOf(err)
+	if se.Kind != kap.SendUnknown || len(se.Resources) != 1 || se.Resources[0].State != kap.LedgerUnknown {
+		t.Fatalf("got %v with %+v, want unknown for the Patient", err, se.Resources)
+	}
+	if n := srv.Stats(t).ByIdentifier["Patient|"+sid+"Patient|c001"]; n != 0 {
+		t.Fatalf("%d Patients at the target, want 0 (the create was not forwarded)", n)
+	}
+	if _, err := h.send("10-client-c001.json"); err != nil {
+		t.Fatal(err)
+	}
+	st := srv.Stats(t)
+	noDuplicates(t, st)
+	if n := st.ByIdentifier["Patient|"+sid+"Patient|c001"]; n != 1 {
+		t.Errorf("%d Patients with the identifier, want 1", n)
+	}
+	h.targetID("Patient", "c001")
+}
+
 func putJSON(t *testing.T, u string, v any) {
 	t.Helper()
 	b, _ := json.Marshal(v)
