@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/kapbridge/kap"
 )
@@ -42,9 +44,20 @@ type Key struct {
 // signs client assertions, and all of them are published in the JWKS, so a
 // key can be added and published before it signs and kept published after
 // it stopped signing (rotation by kid).
+//
+// When the set was loaded from one directory (LoadKeys with a directory
+// as keyFile), the directory is its state and the set can be changed at
+// run time (Publish, Activate, Retire, Reload; see rotate.go).
 type KeySet struct {
+	mu     sync.RWMutex
 	keys   []Key
 	active int
+
+	dir        string           // the key directory, "" when not reloadable
+	alg        string           // the target's alg, "" for any
+	defaultKID string           // the configured keyId (used while no active file exists)
+	loaded     time.Time        // when the directory was last read
+	now        func() time.Time // clock for reload intervals
 }
 
 // GenerateKey returns a new key: ES384 on P-384 or RS384 on 3072-bit RSA.
@@ -127,7 +140,14 @@ func ParsePEM(data []byte, file string) (Key, error) {
 // LoadKeys reads the keys that spec names (see ReadKeys). activeKID
 // selects the key that signs; "" is allowed only when there is exactly one
 // key. alg, when set, must be the active key's algorithm.
+//
+// When spec is one directory, the set is reloadable: a file named
+// "active" in the directory (written by Activate) names the signing kid and
+// wins over activeKID, so a rotation made in the console survives a restart.
 func LoadKeys(spec, activeKID, alg string) (*KeySet, error) {
+	if dir, ok := keyDir(spec); ok {
+		return loadDir(dir, activeKID, alg)
+	}
 	keys, err := ReadKeys(spec)
 	if err != nil {
 		return nil, err
@@ -215,14 +235,23 @@ func NewKeySet(keys []Key, activeKID, alg string) (*KeySet, error) {
 	if alg != "" && alg != ks.keys[ks.active].Alg {
 		return nil, kap.Errorf(kap.EINVALID, "alg: the key %s is %s, not %s", ks.keys[ks.active].ID, ks.keys[ks.active].Alg, alg)
 	}
+	ks.alg = alg
 	return ks, nil
 }
 
 // Active returns the signing key.
-func (ks *KeySet) Active() Key { return ks.keys[ks.active] }
+func (ks *KeySet) Active() Key {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	return ks.keys[ks.active]
+}
 
 // Keys returns every key of the set, the active one included.
-func (ks *KeySet) Keys() []Key { return append([]Key(nil), ks.keys...) }
+func (ks *KeySet) Keys() []Key {
+	ks.mu.RLock()
+	defer ks.mu.RUnlock()
+	return append([]Key(nil), ks.keys...)
+}
 
 // JWK is a public key in JSON Web Key form (RFC 7517/7518).
 type JWK struct {
@@ -296,7 +325,7 @@ func PublicJWKS(sets ...*KeySet) JWKS {
 		if ks == nil {
 			continue
 		}
-		for _, k := range ks.keys {
+		for _, k := range ks.Keys() {
 			if !seen[k.ID] {
 				seen[k.ID] = true
 				out.Keys = append(out.Keys, k.PublicJWK())
@@ -308,16 +337,24 @@ func PublicJWKS(sets ...*KeySet) JWKS {
 
 // JWKSHandler serves the public keys of the sets as a JWKS
 // (application/json) for EHRs that fetch the gateway's keys by URL. It
-// serves only public keys and needs no authentication.
+// serves only public keys and needs no authentication. Sets loaded from a
+// directory are re-read at most every ReloadInterval, so a key published by
+// another process (or the console) appears here within that time.
 func JWKSHandler(sets ...*KeySet) http.Handler {
-	body, err := json.Marshal(PublicJWKS(sets...))
-	if err != nil { // cannot happen: strings and slices only
-		panic(err)
-	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			w.Header().Set("Allow", "GET, HEAD")
 			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		for _, ks := range sets {
+			if ks != nil {
+				ks.reloadIfOlder(r.Context(), ReloadInterval)
+			}
+		}
+		body, err := json.Marshal(PublicJWKS(sets...))
+		if err != nil { // cannot happen: strings and slices only
+			http.Error(w, "the key set could not be encoded", http.StatusInternalServerError)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")

@@ -252,6 +252,9 @@ func (o *oauth) fetch(ctx context.Context) (*token, error) {
 	}
 	kid := ""
 	if o.keys != nil {
+		// A key directory is re-read before every token request, so a
+		// rotation made by the console or another replica takes effect.
+		o.keys.reloadIfOlder(ctx, 0)
 		k := o.keys.Active()
 		kid = k.ID
 		assertion, err := o.assertion(k)
