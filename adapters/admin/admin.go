@@ -279,6 +279,9 @@ func (c *Console) routes() {
 	m.HandleFunc("GET "+Prefix+"/mapping", c.auth(c.mappingPage))
 	m.HandleFunc("POST "+Prefix+"/mapping", c.auth(c.mappingPreview))
 	m.HandleFunc("GET "+Prefix+"/keys", c.auth(c.keys))
+	m.HandleFunc("POST "+Prefix+"/keys/publish", c.auth(c.keyPublish))
+	m.HandleFunc("POST "+Prefix+"/keys/activate", c.auth(c.keyActivate))
+	m.HandleFunc("POST "+Prefix+"/keys/retire", c.auth(c.keyRetire))
 	m.HandleFunc(Prefix+"/", func(w http.ResponseWriter, r *http.Request) {
 		c.render(w, r, http.StatusNotFound, "error", nil, map[string]any{"Title": "Not found", "Message": "There is no page at this address."})
 	})
@@ -333,9 +336,12 @@ var titles = map[string]string{
 // flash messages are fixed words chosen by key, so nothing a user typed
 // is echoed from a URL.
 var flashes = map[string]string{
-	"retried":   "The dead letter was queued again for delivery.",
-	"discarded": "The dead letter was discarded; the reason is in the audit trail.",
-	"resolved":  "The outcome was resolved by reading the target.",
-	"notfound":  "The resource is not at the target; the ledger now says failed, and the next delivery writes it.",
-	"loggedout": "You are signed out.",
+	"retried":       "The dead letter was queued again for delivery.",
+	"discarded":     "The dead letter was discarded; the reason is in the audit trail.",
+	"resolved":      "The outcome was resolved by reading the target.",
+	"notfound":      "The resource is not at the target; the ledger now says failed, and the next delivery writes it.",
+	"loggedout":     "You are signed out.",
+	"key-published": "A new key was generated and published in the JWKS. It does not sign yet.",
+	"key-activated": "The key now signs the target's token requests. The previous key stays published.",
+	"key-retired":   "The key was moved to the retired folder and left the JWKS.",
 }

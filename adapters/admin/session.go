@@ -223,6 +223,7 @@ var auditActions = map[string]string{
 	"login": "E", "login-refused": "E", "logout": "E", "test-target": "E",
 	"view-record": "R", "search-deliveries": "R",
 	"replay": "U", "replay-all": "U", "discard": "U", "resolve": "U",
+	"key-publish": "C", "key-activate": "U", "key-retire": "D",
 }
 
 // audit writes one FHIR AuditEvent line (the shape of the API's audit

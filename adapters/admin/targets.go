@@ -444,32 +444,3 @@ func entriesOf(bundle []byte) []kv {
 	}
 	return out
 }
-
-// --- keys -----------------------------------------------------------------------------
-
-type keyRow struct {
-	KID, Alg, File string
-	Active         bool
-	Targets        []string
-}
-
-func (c *Console) keys(w http.ResponseWriter, r *http.Request, s *session) {
-	var rows []keyRow
-	for _, ks := range c.cfg.KeySets {
-		if ks == nil {
-			continue
-		}
-		active := ks.Active().ID
-		for _, k := range ks.Keys() {
-			row := keyRow{KID: k.ID, Alg: k.Alg, File: filepath.Base(k.File), Active: k.ID == active}
-			for _, t := range c.cfg.Config.Targets {
-				if t.Auth.Type == targetauth.TypeSMARTBackend && (t.Auth.KeyID == k.ID || (t.Auth.KeyID == "" && row.Active)) {
-					row.Targets = append(row.Targets, t.Name)
-				}
-			}
-			rows = append(rows, row)
-		}
-	}
-	jwks, _ := json.MarshalIndent(targetauth.PublicJWKS(c.cfg.KeySets...), "", "  ")
-	c.render(w, r, http.StatusOK, "keys", s, map[string]any{"Keys": rows, "JWKS": string(jwks), "JWKSPath": c.cfg.JWKSPath})
-}
