@@ -15,8 +15,10 @@ import (
 // 30-second outage) on top of the suite's 200-session run.
 const LongEnv = "KAPBRIDGE_LONG"
 
-// PlainEnv runs TestReliabilityModes/plain, a known failure of the
-// search-then-write strategy under lost answers (docs/reliability.md).
+// PlainEnv runs TestReliabilityModes/plain (issue #6, fixed). It is gated
+// for time, not for a failure: against a plain peer (search, then POST or
+// PUT Type/id with If-Match) the run takes 1.5-3 minutes on the 2-core
+// machine, over the suite's budget (docs/reliability.md).
 const PlainEnv = "KAPBRIDGE_E2E_PLAIN"
 
 type reliabilityRun struct {
@@ -47,9 +49,8 @@ func TestReliabilityModes(t *testing.T) {
 	for _, mode := range []ehrtest.Mode{ehrtest.ModeConditionalUpdate, ehrtest.ModeConditionalCreate, ehrtest.ModePlain} {
 		t.Run(string(mode), func(t *testing.T) {
 			if mode == ehrtest.ModePlain && os.Getenv(PlainEnv) != "1" {
-				t.Skipf("known failure, see docs/reliability.md: against a plain peer some records are dead-lettered "+
-					"with HTTP 412 when an answer to a PUT with If-Match is lost (the PUT is retried with the now stale "+
-					"version); set %s=1 to run it", PlainEnv)
+				t.Skipf("slow, not failing (docs/reliability.md): against a plain peer the run takes 1.5-3 minutes "+
+					"(two requests per new resource, lost answers resolved by reads); set %s=1 to run it", PlainEnv)
 			}
 			runReliability(t, reliabilityRun{mode: mode, store: "redis", sessions: 30, rejects: 2, outage: 3 * time.Second, heapBound: 256 << 20})
 		})
