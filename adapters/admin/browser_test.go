@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -182,11 +183,21 @@ func startGateway(t *testing.T) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A smart-backend target (no worker) whose keyFile is a directory, for
+	// the keys page's rotation.
 	key, err := targetauth.GenerateKey(targetauth.ES384)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ks, err := targetauth.NewKeySet([]targetauth.Key{key}, key.ID, key.Alg)
+	keyDir := t.TempDir()
+	pemData, err := key.MarshalPEM()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(keyDir, key.ID+".pem"), pemData, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ks, err := targetauth.LoadKeys(keyDir, "", targetauth.ES384)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -195,7 +206,8 @@ func startGateway(t *testing.T) *gateway {
 			{Name: "it-admin", SHA256: httpapi.HashKey(adminKey), Admin: true},
 			{Name: "emr", SHA256: httpapi.HashKey(apiKey)},
 		}}},
-		Targets: targets,
+		Targets: append(slices.Clone(targets), config.Target{Name: "signed", Type: "fhir", BaseURL: peer.Base, Profile: "generic",
+			Auth: config.TargetAuth{Type: targetauth.TypeSMARTBackend, TokenURL: peer.Base + "/token", ClientID: "kap", KeyFile: keyDir, Alg: targetauth.ES384}}),
 	}
 	audit := &syncBuffer{}
 	console, err := admin.New(admin.Config{Store: store, Codec: codec, Config: cfg, Health: w, Wake: w.Wake,
@@ -624,6 +636,49 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	if s := text(ctx, t, "#keys"); !strings.Contains(s, "active") {
 		t.Fatalf("keys: %q", s)
+	}
+	// One rotation: publish a new key, then make it the signing key.
+	if err := run(ctx,
+		chromedp.Click("#rotate-signed button.publish", chromedp.ByQuery),
+		chromedp.WaitVisible(".flash", chromedp.ByQuery),
+	); err != nil {
+		t.Fatal(err)
+	}
+	if s := text(ctx, t, ".flash"); !strings.Contains(s, "does not sign yet") {
+		t.Fatalf("publish: %q", s)
+	}
+	if s := text(ctx, t, "#rotate-signed"); strings.Count(s, "published only") != 1 || strings.Count(s, "signing") < 1 {
+		t.Fatalf("after publish: %q", s)
+	}
+	if err := run(ctx,
+		chromedp.Click("#rotate-signed button.activate", chromedp.ByQuery),
+	); err != nil {
+		t.Fatal(err)
+	}
+	// The previous page had a flash too: wait for the new page's address
+	// (evaluation errors while the page navigates are expected).
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var loc string
+		if run(ctx, chromedp.Evaluate(`location.search`, &loc)) == nil && strings.Contains(loc, "key-activated") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("activation did not answer with the keys page")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if err := run(ctx, chromedp.WaitVisible(".flash", chromedp.ByQuery), shot.take("keys-rotated")); err != nil {
+		t.Fatal(err)
+	}
+	if s := text(ctx, t, ".flash"); !strings.Contains(s, "now signs") {
+		t.Fatalf("activate: %q", s)
+	}
+	if ev := findAudit(t, g.Audit.String(), "key-activate"); ev == nil || ev.Details["target"] != "signed" || ev.Details["kid"] == "" ||
+		ev.Details["previous"] == ev.Details["kid"] {
+		t.Fatalf("activate audit: %s", g.Audit.String())
+	}
+	if s := text(ctx, t, "#rotate-signed"); !strings.Contains(s, "published only") {
+		t.Fatalf("the previous key left the page at activation: %q", s)
 	}
 
 	// Every visible form control has a label.
