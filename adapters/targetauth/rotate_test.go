@@ -198,3 +198,38 @@ func TestRotateNeedsDirectory(t *testing.T) {
 		t.Fatalf("the directory changed: %d entries", len(entries))
 	}
 }
+
+// Reload is done before every token request and by the JWKS every
+// ReloadInterval: its cost for a directory of two keys, one of each alg.
+func BenchmarkReload(b *testing.B) {
+	dir := b.TempDir()
+	writeKey(b, dir, targetauth.ES384)
+	kid := writeKey(b, dir, targetauth.RS384)
+	ks, err := targetauth.LoadKeys(dir, kid, "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if err := ks.Reload(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkPublish(b *testing.B) {
+	for _, alg := range []string{targetauth.ES384, targetauth.RS384} {
+		b.Run(alg, func(b *testing.B) {
+			dir := b.TempDir()
+			writeKey(b, dir, alg)
+			ks, err := targetauth.LoadKeys(dir, "", alg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			for b.Loop() {
+				if _, err := ks.Publish(""); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
