@@ -221,11 +221,13 @@ func (ks *KeySet) Retire(kid string) error {
 		return &kap.Error{Code: kap.EINTERNAL, Message: "keyFile: cannot move the key to the retired folder", Err: err}
 	}
 	if err := ks.Reload(); err != nil {
-		// Another process made it the signing key meanwhile: put it back.
+		// Typically another process made it the signing key meanwhile:
+		// put it back rather than leave a signing key unpublished.
 		if os.Rename(dst, k.File) == nil {
 			ks.Reload()
 		}
-		return &kap.Error{Code: kap.ECONFLICT, Message: "kid: the key became the signing key meanwhile; it was not retired", Err: err}
+		return &kap.Error{Code: kap.ECONFLICT, Message: "kid: the key directory did not load without this key (" +
+			kap.ErrorMessage(err) + "); the key was put back, not retired", Err: err}
 	}
 	return nil
 }
