@@ -568,32 +568,20 @@ func pasEntries(entries []any) ([]any, error) {
 	if err := json.Unmarshal(last["resource"].(json.RawMessage), &res); err != nil {
 		return nil, kap.Errorf(kap.EINTERNAL, "the request does not decode")
 	}
-	var walk func(any)
-	walk = func(x any) {
-		switch x := x.(type) {
-		case map[string]any:
-			if ref, ok := x["reference"].(string); ok {
-				if full := byURL[ref]; full != "" {
-					x["reference"] = full
-				} else if typ, sys, val, ok := fhir.ParseConditionalRef(ref); ok {
-					// Not in the Bundle (the session's Encounter, a
-					// clinical record the payer does not get): a logical
-					// reference by identifier.
-					delete(x, "reference")
-					x["type"] = typ
-					x["identifier"] = map[string]any{"system": sys, "value": val}
-				}
-			}
-			for _, y := range x {
-				walk(y)
-			}
-		case []any:
-			for _, y := range x {
-				walk(y)
+	walkObjects(res, func(x map[string]any) {
+		if ref, ok := x["reference"].(string); ok {
+			if full := byURL[ref]; full != "" {
+				x["reference"] = full
+			} else if typ, sys, val, ok := fhir.ParseConditionalRef(ref); ok {
+				// Not in the Bundle (the session's Encounter, a
+				// clinical record the payer does not get): a logical
+				// reference by identifier.
+				delete(x, "reference")
+				x["type"] = typ
+				x["identifier"] = map[string]any{"system": sys, "value": val}
 			}
 		}
-	}
-	walk(res)
+	})
 	return append([]any{map[string]any{"fullUrl": last["fullUrl"], "resource": res}}, out...), nil
 }
 
@@ -604,21 +592,7 @@ func stripCreated(b []byte) []byte {
 	if json.Unmarshal(b, &v) != nil {
 		return b
 	}
-	var walk func(any)
-	walk = func(x any) {
-		switch x := x.(type) {
-		case map[string]any:
-			delete(x, "created")
-			for _, y := range x {
-				walk(y)
-			}
-		case []any:
-			for _, y := range x {
-				walk(y)
-			}
-		}
-	}
-	walk(v)
+	walkObjects(v, func(x map[string]any) { delete(x, "created") })
 	out, _ := json.Marshal(v)
 	return out
 }
@@ -803,4 +777,20 @@ func (s *server) remsOp(c *gin.Context) {
 		missing = []kap.REMSItem{}
 	}
 	c.JSON(http.StatusOK, REMSAnswer{Report: r, Complete: r.Complete(), Missing: missing, DueDate: r.DueDate, QuestionnaireResponse: qj})
+}
+
+// walkObjects calls fn on every JSON object in v (decoded with
+// encoding/json), parents before children.
+func walkObjects(v any, fn func(map[string]any)) {
+	switch x := v.(type) {
+	case map[string]any:
+		fn(x)
+		for _, y := range x {
+			walkObjects(y, fn)
+		}
+	case []any:
+		for _, y := range x {
+			walkObjects(y, fn)
+		}
+	}
 }

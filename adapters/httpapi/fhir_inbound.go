@@ -132,27 +132,11 @@ func prefixPath(prefix, p string) string {
 // fhirCreate is POST /fhir/r4/{type}.
 func (s *server) fhirCreate(c *gin.Context) {
 	typ := c.Param("type")
-	if !s.knownType(c, typ) {
+	if !s.inboundType(c, typ, "create") {
 		return
 	}
-	if !isInboundType(typ) {
-		s.failStatus(c, http.StatusMethodNotAllowed, kap.Errorf(kap.ENOTIMPLEMENTED,
-			"create is supported for %s only", strings.Join(kap.InboundResourceTypes, ", ")))
-		return
-	}
-	data, err := s.readBody(c)
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	msg, r, f := s.validateResource(data, "")
-	if f != nil {
-		s.failStatus(c, f.status, f.err)
-		return
-	}
-	if r.typ() != typ {
-		s.failStatus(c, http.StatusBadRequest, &kap.Error{Code: kap.EINVALID, Message: "invalid request",
-			Issues: []kap.Issue{{Path: "resourceType", Reason: "must be " + typ + " on this URL"}}})
+	msg, r, ok := s.inboundBody(c, typ)
+	if !ok {
 		return
 	}
 	e := &inEntry{typ: typ, res: r, msg: msg, path: typ}
@@ -164,12 +148,7 @@ func (s *server) fhirCreate(c *gin.Context) {
 // fhirUpdate is PUT /fhir/r4/{type}/{id}.
 func (s *server) fhirUpdate(c *gin.Context) {
 	typ, id := c.Param("type"), c.Param("id")
-	if !s.knownType(c, typ) {
-		return
-	}
-	if !isInboundType(typ) {
-		s.failStatus(c, http.StatusMethodNotAllowed, kap.Errorf(kap.ENOTIMPLEMENTED,
-			"update is supported for %s only", strings.Join(kap.InboundResourceTypes, ", ")))
+	if !s.inboundType(c, typ, "update") {
 		return
 	}
 	if !validFHIRID(id) {
@@ -177,19 +156,8 @@ func (s *server) fhirUpdate(c *gin.Context) {
 			Issues: []kap.Issue{{Path: typ + ".id", Reason: "the URL's id is not a FHIR id ([A-Za-z0-9-.]{1,64})"}}})
 		return
 	}
-	data, err := s.readBody(c)
-	if err != nil {
-		s.fail(c, err)
-		return
-	}
-	msg, r, f := s.validateResource(data, "")
-	if f != nil {
-		s.failStatus(c, f.status, f.err)
-		return
-	}
-	if r.typ() != typ {
-		s.failStatus(c, http.StatusBadRequest, &kap.Error{Code: kap.EINVALID, Message: "invalid request",
-			Issues: []kap.Issue{{Path: "resourceType", Reason: "must be " + typ + " on this URL"}}})
+	msg, r, ok := s.inboundBody(c, typ)
+	if !ok {
 		return
 	}
 	if r.id() != id {
@@ -663,4 +631,41 @@ func (s *server) entryTarget(tenant string, e *inEntry, method, u, path string) 
 		return nil
 	}
 	return inInvalid(http.StatusBadRequest, path+".method", "only POST (create) and PUT (update) are supported in a transaction or batch")
+}
+
+// inboundType checks that typ is a resource type EHRs may write
+// (interaction names the verb for the 405); when it returns false it has
+// answered the request.
+func (s *server) inboundType(c *gin.Context, typ, interaction string) bool {
+	if !s.knownType(c, typ) {
+		return false
+	}
+	if !isInboundType(typ) {
+		s.failStatus(c, http.StatusMethodNotAllowed, kap.Errorf(kap.ENOTIMPLEMENTED,
+			"%s is supported for %s only", interaction, strings.Join(kap.InboundResourceTypes, ", ")))
+		return false
+	}
+	return true
+}
+
+// inboundBody reads and validates the body of a single-resource write and
+// checks its resourceType against the URL's typ; when it returns false it
+// has answered the request.
+func (s *server) inboundBody(c *gin.Context, typ string) (proto.Message, fhirRes, bool) {
+	data, err := s.readBody(c)
+	if err != nil {
+		s.fail(c, err)
+		return nil, nil, false
+	}
+	msg, r, f := s.validateResource(data, "")
+	if f != nil {
+		s.failStatus(c, f.status, f.err)
+		return nil, nil, false
+	}
+	if r.typ() != typ {
+		s.failStatus(c, http.StatusBadRequest, &kap.Error{Code: kap.EINVALID, Message: "invalid request",
+			Issues: []kap.Issue{{Path: "resourceType", Reason: "must be " + typ + " on this URL"}}})
+		return nil, nil, false
+	}
+	return msg, r, true
 }
